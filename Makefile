@@ -1,0 +1,34 @@
+# carobama: `make run` (demo) and `make test` (whole suite) both do their own set-up.
+PYTHON ?= python3
+VENV ?= .venv
+CROSSBAR_VENV ?= .venv-crossbar
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: venv crossbar run test lint router clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml core/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ./core
+	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $(STAMP)
+
+crossbar: $(CROSSBAR_VENV)/bin/crossbar
+
+$(CROSSBAR_VENV)/bin/crossbar:
+	$(PYTHON) -m venv $(CROSSBAR_VENV)
+	$(CROSSBAR_VENV)/bin/pip install -q --upgrade pip
+	$(CROSSBAR_VENV)/bin/pip install -q -r deploy/crossbar/requirements.txt
+
+test: venv crossbar
+	CROSSBAR=$(CROSSBAR_VENV)/bin/crossbar $(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check core/src src tests bench
+
+clean:
+	rm -rf $(VENV) $(CROSSBAR_VENV)

@@ -1,0 +1,1 @@
+"""carobama plugin."""
