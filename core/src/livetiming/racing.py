@@ -6,8 +6,8 @@ so the ``Stat`` values below are part of the wire format and must not change.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from enum import Enum, IntEnum
-from typing import Iterable, Sequence
 
 
 class FlagStatus(IntEnum):
@@ -32,7 +32,7 @@ class FlagStatus(IntEnum):
     CODE_60_ZONE = 12
 
     @staticmethod
-    def fromString(string: str | None) -> "FlagStatus":
+    def fromString(string: str | None) -> FlagStatus:
         """Return the flag named ``string`` (any case); unknown names give NONE."""
         if not string:
             return FlagStatus.NONE
@@ -106,7 +106,7 @@ class Stat(Enum):
         return self.value[2] if len(self.value) > 2 else None
 
     @staticmethod
-    def from_title(title: str) -> "Stat | None":
+    def from_title(title: str) -> Stat | None:
         """Find the stat with this heading ("Lap" is accepted for Laps)."""
         if title == "Lap":
             title = "Laps"
@@ -116,7 +116,7 @@ class Stat(Enum):
         return None
 
     @staticmethod
-    def parse_colspec(colspec: Iterable[Sequence[str] | "Stat"]) -> list["Stat | tuple"]:
+    def parse_colspec(colspec: Iterable[Sequence[str] | Stat]) -> list[Stat | tuple]:
         """Turn a manifest colSpec (lists or Stats) into Stats where known."""
         parsed: list[Stat | tuple] = []
         for column in colspec:
@@ -150,7 +150,7 @@ MODERN_STAT_OVERRIDES = {
 AV_SPEED = ("Av.Spd", "numeric", "Average speed")
 
 
-def colspec_entry(column: "Stat | Sequence[str]") -> list[str]:
+def colspec_entry(column: Stat | Sequence[str]) -> list[str]:
     """The JSON form of a column: a list of its tuple's strings."""
     if isinstance(column, Stat):
         return list(column.value)

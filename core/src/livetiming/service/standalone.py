@@ -1,0 +1,134 @@
+"""Standalone mode: the service is its own WebSocket server.
+
+Clients (the Timing71 desktop client, scripts) connect on any path and
+receive ``[channel, message]`` JSON text frames; what they send is ignored.
+Each client has a bounded send queue: a client that stops reading is dropped
+(with a log line) instead of holding up the others or growing memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+#: A client whose unsent frames exceed this many bytes is dropped.
+MAX_CLIENT_BACKLOG = 8 * 1024 * 1024
+
+
+@implementer(IPushProducer)
+class StandaloneServerProtocol(WebSocketServerProtocol):
+    """One connected client: announces itself to the service and queues frames it cannot take yet."""
+
+    log = Logger()
+
+    def onConnect(self, request):
+        # No subprotocol is ever selected: browsers that offer one would abort.
+        self.peer_label = request.peer
+        return None
+
+    def onOpen(self):
+        self._paused = False
+        self._backlog: deque[tuple[str, bool, bytes]] = deque()
+        self._backlog_bytes = 0
+        self.registerProducer(self, True)
+        self.factory.register(self)
+
+    def onMessage(self, payload, isBinary):
+        """Client frames are ignored, as in the original protocol."""
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.unregister(self)
+
+    # IPushProducer: the transport tells us when its buffer is full or drained.
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        while self._backlog and not self._paused:
+            _topic, _coalesce, data = self._backlog.popleft()
+            self._backlog_bytes -= len(data)
+            self.sendMessage(data, False)
+
+    def stopProducing(self):
+        self._backlog.clear()
+        self._backlog_bytes = 0
+
+    def send_frame(self, topic: str, data: bytes, coalesce: bool) -> None:
+        """Send now, or queue while the client is not reading.
+
+        For ``coalesce`` topics (retained state) only the newest queued frame
+        is kept: a slow client skips intermediate states, never the latest.
+        """
+        if not self._paused and not self._backlog:
+            self.sendMessage(data, False)
+            return
+        if coalesce:
+            for index, (queued_topic, queued_coalesce, queued) in enumerate(self._backlog):
+                if queued_coalesce and queued_topic == topic:
+                    del self._backlog[index]
+                    self._backlog_bytes -= len(queued)
+                    break
+        self._backlog.append((topic, coalesce, data))
+        self._backlog_bytes += len(data)
+        if self._backlog_bytes > self.factory.max_backlog:
+            self.log.warn("Dropping standalone client {peer}: it stopped reading "
+                          "({size} bytes waiting)", peer=self.peer_label, size=self._backlog_bytes)
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            self.factory.unregister(self)
+            self.dropConnection(abort=True)
+
+
+class StandaloneServerFactory(WebSocketServerFactory):
+    """Keeps the connected clients and broadcasts frames to them."""
+
+    protocol = StandaloneServerProtocol
+    log = Logger()
+
+    def __init__(self, on_client_open: Callable[[StandaloneServerProtocol], None],
+                 max_backlog: int = MAX_CLIENT_BACKLOG):
+        super().__init__()
+        self.setProtocolOptions(maxMessagePayloadSize=1024 * 1024, maxFramePayloadSize=1024 * 1024)
+        self.clients: list[StandaloneServerProtocol] = []
+        self.on_client_open = on_client_open
+        self.max_backlog = max_backlog
+
+    def register(self, client: StandaloneServerProtocol) -> None:
+        """A client finished its handshake."""
+        self.clients.append(client)
+        self.log.info("Standalone client connected from {peer} ({n} connected)",
+                      peer=client.peer_label, n=len(self.clients))
+        self.on_client_open(client)
+
+    def unregister(self, client: StandaloneServerProtocol) -> None:
+        """A client went away (or was dropped)."""
+        if client in self.clients:
+            self.clients.remove(client)
+            self.log.info("Standalone client {peer} disconnected ({n} connected)",
+                          peer=client.peer_label, n=len(self.clients))
+
+    def broadcast(self, topic: str, message: dict, retain: bool = False) -> None:
+        """Send ``[topic, message]`` to every client, serialised once."""
+        if not self.clients:
+            return
+        data = json.dumps([topic, message], separators=(",", ":")).encode("utf-8")
+        for client in list(self.clients):
+            client.send_frame(topic, data, retain)
+
+
+class StandalonePublisher:
+    """Publisher interface over the standalone server (WAMP options are ignored)."""
+
+    def __init__(self, factory: StandaloneServerFactory):
+        self.factory = factory
+
+    def publish(self, topic: str, message: dict, retain: bool = False) -> None:
+        """Broadcast one wrapped message."""
+        self.factory.broadcast(topic, message, retain)
