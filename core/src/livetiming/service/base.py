@@ -450,14 +450,23 @@ class DuePublisher:
         self._due_call = self.clock.callLater(delay, self._publish_due)
 
     def _publish_due(self) -> None:
+        for name in ("_due_call", "_idle_call"):
+            call = getattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
         self._due_call = None
         self._last_due_publish = self.clock.seconds()
+        self._idle_call = self.clock.callLater(self.max_publish_interval, self._publish_due)
         self._updateAndPublishRaceState()
 
     def _startUpdates(self) -> None:
-        self._poll_loop = task.LoopingCall(self._publish_due)
-        self._poll_loop.clock = self.clock
-        self._poll_loop.start(self.max_publish_interval, now=True)
+        self._publish_due()
+
+    def _stopUpdates(self) -> None:
+        for name in ("_due_call", "_idle_call"):
+            call = getattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
 
 
 def fatal(message: str, status: int = 2) -> None:

@@ -15,7 +15,13 @@ def start_standalone(service: Any, reactor: Any) -> int:
     """Listen for standalone clients and announce the port on stderr; returns the port."""
     from livetiming.service.standalone import StandalonePublisher, StandaloneServerFactory
 
-    factory = StandaloneServerFactory(on_client_open=lambda client: service.onClientConnected())
+    limits = {}
+    if os.environ.get("LIVETIMING_STANDALONE_MAX_BACKLOG"):
+        limits["max_backlog"] = int(os.environ["LIVETIMING_STANDALONE_MAX_BACKLOG"])
+    if os.environ.get("LIVETIMING_STANDALONE_MAX_STALL"):
+        limits["max_stall"] = float(os.environ["LIVETIMING_STANDALONE_MAX_STALL"])
+    factory = StandaloneServerFactory(
+        on_client_open=lambda client: service.onClientConnected(), clock=reactor, **limits)
     port = int(os.environ.get("LIVETIMING_STANDALONE_PORT") or 0)
     interface = getattr(service.args, "listen", None) or "127.0.0.1"
     listening = reactor.listenTCP(port, factory, interface=interface)
@@ -23,6 +29,8 @@ def start_standalone(service: Any, reactor: Any) -> int:
     service.add_publisher(StandalonePublisher(factory))
     service.standalone_factory = factory
     service.standalone_port = actual
+    log.info("Standalone server for {uuid} listening on {interface}:{port}", uuid=service.uuid,
+             interface=interface, port=actual)
     print(f"Standalone server for uuid:{service.uuid} listening on port:{actual}",
           file=sys.stderr, flush=True)
     if getattr(service.args, "upnp", False):

@@ -19,6 +19,8 @@ from zope.interface import implementer
 
 #: A client whose unsent frames exceed this many bytes is dropped.
 MAX_CLIENT_BACKLOG = 8 * 1024 * 1024
+#: A client that has not taken any data for this many seconds is dropped.
+MAX_CLIENT_STALL = 30.0
 
 
 @implementer(IPushProducer)
@@ -34,6 +36,7 @@ class StandaloneServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         self._paused = False
+        self._paused_since: float | None = None
         self._backlog: deque[tuple[str, bool, bytes]] = deque()
         self._backlog_bytes = 0
         self.registerProducer(self, True)
@@ -48,9 +51,11 @@ class StandaloneServerProtocol(WebSocketServerProtocol):
     # IPushProducer: the transport tells us when its buffer is full or drained.
     def pauseProducing(self):
         self._paused = True
+        self._paused_since = self.factory.clock.seconds()
 
     def resumeProducing(self):
         self._paused = False
+        self._paused_since = None
         while self._backlog and not self._paused:
             _topic, _coalesce, data = self._backlog.popleft()
             self._backlog_bytes -= len(data)
@@ -77,9 +82,11 @@ class StandaloneServerProtocol(WebSocketServerProtocol):
                     break
         self._backlog.append((topic, coalesce, data))
         self._backlog_bytes += len(data)
-        if self._backlog_bytes > self.factory.max_backlog:
+        stalled_for = self.factory.clock.seconds() - (self._paused_since or self.factory.clock.seconds())
+        if self._backlog_bytes > self.factory.max_backlog or stalled_for > self.factory.max_stall:
             self.log.warn("Dropping standalone client {peer}: it stopped reading "
-                          "({size} bytes waiting)", peer=self.peer_label, size=self._backlog_bytes)
+                          "({size} bytes waiting, stalled {stalled:.0f} s)", peer=self.peer_label,
+                          size=self._backlog_bytes, stalled=stalled_for)
             self._backlog.clear()
             self._backlog_bytes = 0
             self.factory.unregister(self)
@@ -93,12 +100,18 @@ class StandaloneServerFactory(WebSocketServerFactory):
     log = Logger()
 
     def __init__(self, on_client_open: Callable[[StandaloneServerProtocol], None],
-                 max_backlog: int = MAX_CLIENT_BACKLOG):
+                 max_backlog: int = MAX_CLIENT_BACKLOG, max_stall: float = MAX_CLIENT_STALL,
+                 clock=None):
         super().__init__()
+        self.noisy = False
         self.setProtocolOptions(maxMessagePayloadSize=1024 * 1024, maxFramePayloadSize=1024 * 1024)
         self.clients: list[StandaloneServerProtocol] = []
         self.on_client_open = on_client_open
         self.max_backlog = max_backlog
+        self.max_stall = max_stall
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
 
     def register(self, client: StandaloneServerProtocol) -> None:
         """A client finished its handshake."""
