@@ -313,6 +313,9 @@ class UpstreamConnection:
         self._streak = 0  # attempts started since start() or the last good connection
         self._attempt = 0  # 1-based number of the current/next attempt within the streak
         self._stopping_generation: int | None = None
+        self._close_timer: IDelayedCall | None = None
+        #: seconds stop() waits for the peer to answer a Close before dropping the connection
+        self.close_timeout = 2.0
         self._good = False  # current attempt opened and delivered a frame
         self._epoch: float | None = None  # clock time the first connection opened
         self._last_frame_at: float | None = None
@@ -385,6 +388,10 @@ class UpstreamConnection:
             except Exception:
                 self.log.failure("upstream close failed", upstream_event="close_error")
                 self._hang_up(proto, None)
+            else:
+                # The manager never reads its socket, so it will not answer our Close: hang up
+                # ourselves if the connection is still there after close_timeout.
+                self._close_timer = self._clock.callLater(self.close_timeout, self._hang_up, proto, None)
         else:
             self._hang_up(proto, connector)
         return done
@@ -401,6 +408,8 @@ class UpstreamConnection:
         self._attempt = self._streak
         self.attempts_made += 1
         self._set_state("connecting", reason)
+        if self._live != gen:  # on_status called stop()
+            return
 
         factory = _UpstreamFactory(
             self,
@@ -417,7 +426,7 @@ class UpstreamConnection:
             utf8validateIncoming=False,  # we decode with replacement ourselves
             autoPingInterval=0,  # the manager never answers pings: liveness is data flow
             openHandshakeTimeout=0,  # bounded by our own watchdog, on the injectable clock
-            closeHandshakeTimeout=1,
+            closeHandshakeTimeout=0,  # stop() bounds the close handshake on the injectable clock
         )
         timeout = max(1.0, min(self.stale_after, 30.0))
         self._arm_watchdog(gen)
@@ -445,6 +454,8 @@ class UpstreamConnection:
         self._proto = proto
         self.connections_opened += 1
         self._set_state("connected", "open")
+        if self._live != gen:  # on_status called stop()
+            return
         self._arm_watchdog(gen)
         self.log.info(
             "upstream connected to {url} (attempt {attempt})",
@@ -496,6 +507,9 @@ class UpstreamConnection:
     def _ended(self, gen: int, reason: str) -> None:
         if self._stopping_generation is not None and gen == self._stopping_generation:
             self._stopping_generation = None
+            if self._close_timer is not None and self._close_timer.active():
+                self._close_timer.cancel()
+            self._close_timer = None
             waiters, self._closed_waiters = self._closed_waiters, []
             for d in waiters:
                 d.callback(None)
@@ -521,7 +535,11 @@ class UpstreamConnection:
         delay = self.backoff_delay(self._failures)
         self._next_delay = delay
         self._attempt = self._streak + 1
+        # schedule before telling anyone, so that an on_status that calls stop() can cancel it
+        self._retry = self._clock.callLater(delay, self._connect, reason)
         self._set_state("reconnecting", reason)
+        if self._state != "reconnecting":
+            return
         self.log.info(
             "upstream dropped from {url}: {reason}; reconnecting in {delay:.2f} s (attempt {attempt})",
             url=self.target.log_url,
@@ -530,7 +548,6 @@ class UpstreamConnection:
             attempt=self._attempt,
             upstream_event="dropped",
         )
-        self._retry = self._clock.callLater(delay, self._connect, reason)
 
     def backoff_delay(self, failures: int) -> float:
         """Delay before the next attempt after ``failures`` consecutive unsuccessful attempts.
