@@ -539,3 +539,45 @@ def test_invalid_urls_rejected_without_leaking_secrets():
 def test_ipv6_target():
     t = parse_upstream_url("ws://[::1]:9000/x")
     assert (t.host, t.port, t.host_header, t.origin) == ("::1", 9000, "[::1]:9000", "http://[::1]:9000")
+
+
+def test_stop_when_peer_never_answers_close_hangs_up_after_timeout():
+    h = Harness()
+    h.conn.start()
+    proto, transport, *_ = h.accept()
+    h.send(proto, "a")
+    d = h.conn.stop()
+    again = h.conn.stop()  # a second stop waits for the same close
+    assert not d.called and not again.called
+    h.reactor.advance(h.conn.close_timeout - 0.01)
+    assert not transport.disconnecting
+    h.reactor.advance(0.01)
+    assert transport.disconnecting  # aborted: the manager never reads our Close
+    h.lose(proto)
+    assert d.called and again.called
+    assert h.reactor.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("when", ["connecting", "connected", "reconnecting", "stale"])
+def test_stop_from_inside_on_status_leaves_nothing_scheduled(when):
+    h = Harness(stale_after=5.0)
+    stopped = []
+
+    def on_status(status):
+        h.statuses.append(status)
+        if status["state"] == when and not stopped:
+            stopped.append(h.conn.stop())
+
+    h.conn._on_status = on_status
+    h.conn.start()
+    if when != "connecting":
+        proto, *_ = h.accept()
+        if when == "reconnecting":
+            h.lose(proto)
+        elif when == "stale":
+            h.reactor.advance(5.0)
+    assert stopped and h.conn.state == "stopped"
+    assert h.states()[-1] == "stopped"
+    assert [c for c in h.reactor.getDelayedCalls() if c.func != h.conn._hang_up] == []
+    h.reactor.advance(100)
+    assert len(h.attempts) == (0 if when == "connecting" else 1)  # stopped before connecting

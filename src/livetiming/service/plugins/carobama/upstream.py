@@ -312,15 +312,14 @@ class UpstreamConnection:
         self._failures = 0  # attempts ended since the last good connection (drives the backoff)
         self._streak = 0  # attempts started since start() or the last good connection
         self._attempt = 0  # 1-based number of the current/next attempt within the streak
-        self._stopping_generation: int | None = None
-        self._close_timer: IDelayedCall | None = None
+        # attempts being closed by stop(): generation -> (waiters, hang-up timer)
+        self._closing: dict[int, tuple[list[defer.Deferred[None]], IDelayedCall | None]] = {}
         #: seconds stop() waits for the peer to answer a Close before dropping the connection
         self.close_timeout = 2.0
         self._good = False  # current attempt opened and delivered a frame
         self._epoch: float | None = None  # clock time the first connection opened
         self._last_frame_at: float | None = None
         self._next_delay: float | None = None
-        self._closed_waiters: list[defer.Deferred[None]] = []
         #: counters for monitoring: frames received, connections opened, attempts made
         self.frames_received = 0
         self.connections_opened = 0
@@ -367,20 +366,16 @@ class UpstreamConnection:
         there is none). ``on_status`` gets a final ``stopped``.
         """
         if self._state in ("idle", "stopped"):
-            return defer.succeed(None)
+            return self._when_closed()
         self._cancel_timers()
         proto, connector, live = self._proto, self._connector, self._live
         self._proto = None
         self._connector = None
-        done: defer.Deferred[None]
-        if live is not None and (proto is not None or connector is not None):
-            done = defer.Deferred()
-            self._closed_waiters.append(done)
-            self._stopping_generation = live
-        else:
-            done = defer.succeed(None)
         self._live = None
-        self._set_state("stopped", "stop")
+        closing = live is not None and (proto is not None or connector is not None)
+        if closing:
+            assert live is not None
+            self._closing[live] = ([], None)
         self.log.info("upstream stopped {url}", url=self.target.log_url, upstream_event="stop")
         if proto is not None and proto.state == proto.STATE_OPEN:
             try:
@@ -391,10 +386,23 @@ class UpstreamConnection:
             else:
                 # The manager never reads its socket, so it will not answer our Close: hang up
                 # ourselves if the connection is still there after close_timeout.
-                self._close_timer = self._clock.callLater(self.close_timeout, self._hang_up, proto, None)
+                if live in self._closing:
+                    timer = self._clock.callLater(self.close_timeout, self._hang_up, proto, None)
+                    self._closing[live] = (self._closing[live][0], timer)
         else:
             self._hang_up(proto, connector)
+        done = self._when_closed()
+        self._set_state("stopped", "stop")
         return done
+
+    def _when_closed(self) -> defer.Deferred[None]:
+        """A Deferred that fires when every connection stop() is closing is gone."""
+        if not self._closing:
+            return defer.succeed(None)
+        waiters = [defer.Deferred() for _ in self._closing]
+        for (pending, _timer), d in zip(self._closing.values(), waiters, strict=True):
+            pending.append(d)
+        return defer.gatherResults(waiters).addCallback(lambda _: None)
 
     # -- attempts ---------------------------------------------------------------------------
 
@@ -505,12 +513,10 @@ class UpstreamConnection:
         self._schedule_reconnect(reason)
 
     def _ended(self, gen: int, reason: str) -> None:
-        if self._stopping_generation is not None and gen == self._stopping_generation:
-            self._stopping_generation = None
-            if self._close_timer is not None and self._close_timer.active():
-                self._close_timer.cancel()
-            self._close_timer = None
-            waiters, self._closed_waiters = self._closed_waiters, []
+        if gen in self._closing:  # a connection stop() was closing is gone
+            waiters, timer = self._closing.pop(gen)
+            if timer is not None and timer.active():
+                timer.cancel()
             for d in waiters:
                 d.callback(None)
             return
