@@ -288,6 +288,56 @@ class ReplayOverLoopbackTests(LoopbackTestCase):
         assert len(events.requests) == 1
 
 
+def self_signed_localhost() -> tuple[bytes, bytes]:
+    """A throw-away key and certificate (PEM) for ``localhost`` with a subjectAltName."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+class ReplayOverTlsTests(LoopbackTestCase):
+    @defer.inlineCallbacks
+    def test_wss_with_origin_over_tls(self):
+        from twisted.internet import ssl
+
+        key_pem, cert_pem = self_signed_localhost()
+        server_cert = ssl.PrivateCertificate.loadPEM(key_pem + cert_pem)
+        factory = ReplayServerFactory([(0.0, "secure \U0001f512".encode())], speed=math.inf)
+        events = ServerEvents(factory)
+        listening = reactor.listenSSL(0, factory, server_cert.options(), interface="127.0.0.1")
+        self.addCleanup(self.shutdown_server, factory, listening)
+        port = listening.getHost().port
+        rec = Recorder()
+        tls = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(cert_pem))
+        self.client(f"wss://localhost:{port}/api/race-control", rec, tls_options=tls)
+        yield rec.until(lambda: len(rec.frames) == 1)
+        assert rec.frames[0][0] == "secure \U0001f512"
+        assert events.requests[0].headers["origin"] == f"https://localhost:{port}"
+
+
 class ReplaySubprocessTests(LoopbackTestCase):
     @defer.inlineCallbacks
     def test_console_script_serves_the_capture(self):

@@ -581,3 +581,19 @@ def test_stop_from_inside_on_status_leaves_nothing_scheduled(when):
     assert [c for c in h.reactor.getDelayedCalls() if c.func != h.conn._hang_up] == []
     h.reactor.advance(100)
     assert len(h.attempts) == (0 if when == "connecting" else 1)  # stopped before connecting
+
+
+def test_synchronous_connect_error_is_retried_not_fatal():
+    h = Harness()
+    calls = []
+
+    def broken_connect(*args, **kwargs):
+        calls.append(args)
+        raise OSError("no route")
+
+    h.reactor.connectTCP = broken_connect
+    h.conn.start()
+    assert h.states() == ["connecting", "reconnecting"]
+    assert h.statuses[-1]["reason"] == "connect failed: OSError: no route"
+    h.reactor.advance(retry_delay(h))
+    assert len(calls) == 2

@@ -438,17 +438,23 @@ class UpstreamConnection:
         )
         timeout = max(1.0, min(self.stale_after, 30.0))
         self._arm_watchdog(gen)
-        if self.target.secure:
-            tls = self._tls_options
-            if tls is None:
-                from twisted.internet.ssl import optionsForClientTLS
+        try:
+            if self.target.secure:
+                tls = self._tls_options
+                if tls is None:
+                    from twisted.internet.ssl import optionsForClientTLS
 
-                tls = optionsForClientTLS(self.target.host)
-            connector = self._reactor.connectSSL(
-                self.target.host, self.target.port, factory, tls, timeout=timeout
-            )
-        else:
-            connector = self._reactor.connectTCP(self.target.host, self.target.port, factory, timeout=timeout)
+                    tls = optionsForClientTLS(self.target.host)
+                connector = self._reactor.connectSSL(
+                    self.target.host, self.target.port, factory, tls, timeout=timeout
+                )
+            else:
+                connector = self._reactor.connectTCP(
+                    self.target.host, self.target.port, factory, timeout=timeout
+                )
+        except Exception as exc:  # never let the reconnect loop die
+            self._ended(gen, f"connect failed: {exc.__class__.__name__}: {exc}")
+            return
         if self._live == gen:  # a synchronous failure may already have ended this attempt
             self._connector = connector
 
@@ -506,9 +512,9 @@ class UpstreamConnection:
             return
         what = "no frame" if self._state == "connected" else "no connection"
         reason = f"stale: {what} for {self.stale_after:g} s"
-        self._set_state("stale", reason)
         proto, connector = self._proto, self._connector
-        self._abandon()
+        self._abandon()  # a stale connection is aborted, never closed politely
+        self._set_state("stale", reason)
         self._hang_up(proto, connector)
         self._schedule_reconnect(reason)
 
