@@ -82,7 +82,8 @@ class MonotonicClock:
 
     The Twisted reactor's ``seconds()`` is wall-clock time; timestamps taken from it jump when the
     system clock is stepped. Scheduling is relative (``callLater`` delays), so mixing the two is
-    safe, and timestamps handed to consumers stay monotonic.
+    safe, and timestamps handed to consumers stay monotonic. (The returned delayed calls are the
+    reactor's: their ``getTime()`` is on the reactor's time base, not on :meth:`seconds`.)
     """
 
     def __init__(self, reactor: Any) -> None:
