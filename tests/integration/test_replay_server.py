@@ -14,8 +14,10 @@ import json
 import math
 import os
 import re
+import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 from twisted.internet import defer, protocol, reactor
@@ -611,7 +613,9 @@ class PlayerScheduleTests(unittest.SynchronousTestCase):
                 parse_speed(bad)
 
     def test_load_replay_frames_from_a_written_capture(self):
-        path = self.mktemp()
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        path = os.path.join(tmp, "bmi.capture.jsonl")
         with CaptureWriter(path, "bmi", "ws://k.example/") as w:
             w.write('{"N":"[HEAT] 33 - Carrera XL","D":[{"N":"leiño"}]}', 0.0)
             w.write("{}", 1.0)
