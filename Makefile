@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv crossbar run test lint router clean
+.PHONY: venv crossbar js run test lint router clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,18 @@ $(CROSSBAR_VENV)/bin/crossbar:
 	$(CROSSBAR_VENV)/bin/pip install -q --upgrade pip
 	$(CROSSBAR_VENV)/bin/pip install -q -r deploy/crossbar/requirements.txt
 
-test: venv crossbar
-	CROSSBAR=$(CROSSBAR_VENV)/bin/crossbar $(PY) -m pytest
+js: tests/js/node_modules/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund -q
+	touch $@
+
+test: venv crossbar js
+	CROSSBAR=$(CROSSBAR_VENV)/bin/crossbar $(PY) -m pytest $(PYTEST_ARGS)
+
+router: crossbar
+	@test -n "$$LIVETIMING_SHARED_SECRET" || { echo "make router: set LIVETIMING_SHARED_SECRET first" >&2; exit 2; }
+	$(CROSSBAR_VENV)/bin/crossbar start --cbdir deploy/crossbar
 
 lint: venv
 	$(VENV)/bin/ruff check core/src src tests bench

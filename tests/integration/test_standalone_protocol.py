@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from livetiming.service.compression import decompress_state
 
+from livetiming.service.compression import decompress_state
 from tests.support.processes import REPO, STANDALONE_LINE, ServiceProcess, free_port
 from tests.support.wsclient import StandaloneClient
 

@@ -7,6 +7,9 @@ import io
 import json
 
 import pytest
+from twisted.internet import task
+
+import livetiming
 from livetiming.messages import (
     CAR_NUMBER_REGEX,
     CarPitMessage,
@@ -18,9 +21,6 @@ from livetiming.messages import (
 )
 from livetiming.network import RPC, Channel, Message, MessageClass, Realm, compute_signature
 from livetiming.racing import Stat
-from twisted.internet import task
-
-import livetiming
 from livetiming.service import Watchdog
 
 API = {
@@ -212,8 +212,9 @@ def test_router_transports():
 
 
 def test_json_logs_carry_context_and_never_secrets(monkeypatch):
-    from livetiming.service.logs import LOG_CONTEXT, JSONLogObserver
     from twisted.logger import Logger, LogLevel
+
+    from livetiming.service.logs import LOG_CONTEXT, JSONLogObserver
 
     monkeypatch.setenv("LIVETIMING_SHARED_SECRET", "hunter2-very-secret")
     monkeypatch.setitem(LOG_CONTEXT, "uuid", "u1")

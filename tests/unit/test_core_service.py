@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from twisted.internet import task
+
 from livetiming.messages import RaceControlMessage
 from livetiming.network import Message, MessageClass
 from livetiming.racing import FlagStatus, Stat
-from livetiming.service.compression import decompress_state
-from twisted.internet import task
-
 from livetiming.service import BaseService, DuePublisher, parse_args
+from livetiming.service.compression import decompress_state
 
 
 class Recorder:

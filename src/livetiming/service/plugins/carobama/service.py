@@ -1,0 +1,248 @@
+"""The carobama service: upstream websocket → feed → Common Timing Data → the framework.
+
+It uses only the framework's public names (``BaseService``, ``DuePublisher``,
+``TimingMessage``), so it runs on this project's core and on the original
+livetiming-core alike. Data flow for each upstream frame:
+
+1. the raw text is appended to the capture journal (``--capture``);
+2. the feed (a pure state machine) updates its timing model and returns events;
+3. events worth a message are queued for the next update;
+4. ``set_due_publish()`` asks the framework for an update soon (coalesced, at most one
+   per ``--publish-interval``); the update calls ``getRaceState()``, which renders the
+   model as CTD.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.logger import Logger
+
+from livetiming.messages import TimingMessage
+from livetiming.service import BaseService, DuePublisher
+from livetiming.service.plugins.carobama import ctd
+from livetiming.service.plugins.carobama.capture import CaptureWriter, redact_url
+from livetiming.service.plugins.carobama.model import EventKind
+from livetiming.service.plugins.carobama.options import (  # noqa: F401
+    Options,
+    create_argument_parser,
+    parse_options,
+)
+from livetiming.service.plugins.carobama.upstream import UpstreamConnection
+
+VERSION = "0.1.0"
+
+ATTRIBUTION = {
+    "emperor": ["Emperor Servers / Assetto Corsa Server Manager", None],
+    "bmi": ["BMI Leisure", None],
+}
+
+#: Hostile frames logged per minute before the rest are only counted.
+BAD_FRAME_LOG_LIMIT = 10
+
+
+def make_feed(options: Options) -> Any:
+    """The feed state machine for ``options.source``."""
+    if options.source == "emperor":
+        from livetiming.service.plugins.carobama.feeds.emperor import EmperorFeed
+
+        return EmperorFeed(team_tag=options.team)
+    raise ValueError(f"the {options.source!r} source is not available in this version of carobama")
+
+
+class QueuedMessages(TimingMessage):
+    """Hands the messages the feed produced since the last update to the framework."""
+
+    def __init__(self, queue: list[list]):
+        self.queue = queue
+
+    def process(self, oldState: dict, newState: dict) -> list[list]:
+        """All queued messages, oldest last; the queue is emptied."""
+        drained = list(self.queue)
+        self.queue.clear()
+        return drained
+
+
+class FrameProblemLog:
+    """Logs bad upstream frames one line each, at most ``limit`` per minute."""
+
+    def __init__(self, log: Logger, limit: int = BAD_FRAME_LOG_LIMIT):
+        self.log = log
+        self.limit = limit
+        self.window_start: float | None = None
+        self.logged = 0
+        self.suppressed = 0
+
+    def report(self, now: float, reason: str) -> None:
+        """Log (or count, when over the limit) one bad frame."""
+        if self.window_start is None or now - self.window_start >= 60:
+            if self.suppressed:
+                self.log.warn("{n} more bad upstream frames in the last minute (not logged)",
+                              n=self.suppressed)
+            self.window_start, self.logged, self.suppressed = now, 0, 0
+        if self.logged < self.limit:
+            self.logged += 1
+            self.log.warn("Ignored an upstream frame: {reason}", reason=reason)
+        else:
+            self.suppressed += 1
+
+
+class Service(DuePublisher, BaseService):
+    """Live timing from an Emperor Servers (ACSM) race-control or BMI karting websocket."""
+
+    auto_poll = False
+    log = Logger(namespace="carobama")
+
+    def __init__(self, args: Any, extra_args: list[str] | None = None):
+        self.options: Options = parse_options(extra_args or [])
+        super().__init__(args, extra_args)
+        self.attribution = ATTRIBUTION.get(self.options.source)
+        self.min_publish_interval = self.options.publish_interval
+        self.feed = make_feed(self.options)
+        self._queued_messages: list[list] = []
+        self._message_generator = QueuedMessages(self._queued_messages)
+        self._published_laps: dict[str, int] = {}
+        self._manifest_key: tuple | None = None
+        self._bad_frames = FrameProblemLog(self.log)
+        self.capture = None
+        if self.options.capture:
+            self.capture = CaptureWriter(self.options.capture, self.options.source, self.options.url)
+        self.upstream_status: dict[str, Any] = {"state": "connecting", "last_frame_at": None}
+        self.upstream = UpstreamConnection(
+            self.options.url, self._on_frame, self._on_status,
+            origin=self.options.origin, handshake=self.options.handshake,
+            stale_after=self.options.stale_after,
+        )
+
+    @classmethod
+    def create_argument_parser(cls):
+        """The plugin's options, shown by ``livetiming-service carobama --help``."""
+        return create_argument_parser()
+
+    # ----- running ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect upstream once the reactor runs, then run the framework."""
+        from twisted.internet import reactor
+
+        self.log.info("carobama {version}: {source} feed from {url}", version=VERSION,
+                      source=self.options.source, url=redact_url(self.options.url))
+        reactor.callWhenRunning(self.upstream.start)
+        reactor.addSystemEventTrigger("before", "shutdown", self._stop_upstream)
+        super().start()
+
+    def _stop_upstream(self):
+        if self.capture is not None:
+            self.capture.close()
+        return self.upstream.stop()
+
+    def _now(self) -> float:
+        clock = getattr(self, "clock", None)
+        return clock.seconds() if clock is not None else time.time()
+
+    # ----- upstream --------------------------------------------------------------
+
+    def _on_frame(self, text: str, t: float) -> None:
+        if self.capture is not None:
+            try:
+                self.capture.write(text, t)
+            except OSError as error:
+                self.log.error("Capture file write failed, journal stopped: {error}", error=error)
+                self.capture = None
+        now = self._now()
+        self.upstream_status["last_frame_wall"] = now
+        events = self.feed.receive(text, now)
+        for event in events:
+            if event.kind in (EventKind.BAD_FRAME, EventKind.UNKNOWN_EVENT):
+                if event.kind == EventKind.BAD_FRAME:
+                    self._bad_frames.report(now, event.text)
+                else:
+                    self.log.debug("Ignored upstream event: {text}", text=event.text)
+        self._queued_messages.extend(ctd.messages(events))
+        self.set_due_publish()
+
+    def _on_status(self, status: dict) -> None:
+        previous = self.upstream_status.get("state")
+        self.upstream_status.update(status)
+        if status.get("state") != previous:
+            self.set_due_publish()
+
+    def connection_summary(self, now: float | None = None) -> dict[str, Any]:
+        """How fresh the upstream data is, for the ``connection`` entry of the session."""
+        now = self._now() if now is None else now
+        last = self.upstream_status.get("last_frame_wall")
+        return {
+            "state": self.upstream_status.get("state", "connecting"),
+            "lastFrameAgo": round(now - last, 1) if last is not None else None,
+            "attempt": self.upstream_status.get("attempt"),
+        }
+
+    def _connection_text(self, summary: dict[str, Any]) -> str:
+        state = summary["state"]
+        ago = summary["lastFrameAgo"]
+        if state == "connected":
+            return "live" if ago is None or ago < 5 else f"quiet ({ago:.0f} s)"
+        if state == "stale":
+            return f"stale ({ago:.0f} s)" if ago is not None else "stale"
+        if state in ("reconnecting", "connecting") and summary.get("attempt"):
+            return f"{state} (attempt {summary['attempt']})"
+        return state
+
+    # ----- what the framework asks for -------------------------------------------
+
+    def getName(self) -> str:
+        if self.options.source == "bmi" and self.options.venue:
+            return self.options.venue
+        return ctd.name(self.feed.model)
+
+    def getDefaultDescription(self) -> str:
+        return ctd.description(self.feed.model) or "Waiting for the upstream feed"
+
+    def getColumnSpec(self) -> list:
+        return ctd.column_spec(self.feed.model)
+
+    def getTrackDataSpec(self) -> list[str]:
+        return list(ctd.track_data_spec(self.feed.model)) + ["Feed"]
+
+    def getPollInterval(self) -> float:
+        return self.min_publish_interval
+
+    def getVersion(self) -> str:
+        return VERSION
+
+    def getExtraMessageGenerators(self) -> list:
+        return [self._message_generator]
+
+    def getRaceState(self) -> dict:
+        model = self.feed.model
+        self._check_manifest()
+        for entry in model.entries:
+            laps = entry.lap_count
+            entry.last_lap_is_new = laps != self._published_laps.get(entry.key, laps)
+            self._published_laps[entry.key] = laps
+        now = self._now()
+        session = ctd.session(model, now)
+        summary = self.connection_summary(now)
+        session["trackData"] = list(session.get("trackData", [])) + [self._connection_text(summary)]
+        session["connection"] = summary
+        return {"cars": ctd.cars(model, self.getColumnSpec()), "session": session}
+
+    def _check_manifest(self) -> None:
+        """Republish the manifest (and re-align message generators) when it changes."""
+        key = (self.getName(), self.getDescription(), tuple(map(_column_key, self.getColumnSpec())),
+               tuple(self.getTrackDataSpec()))
+        if key == self._manifest_key:
+            return
+        columns_changed = self._manifest_key is None or key[2] != self._manifest_key[2]
+        self._manifest_key = key
+        if columns_changed:
+            reset = getattr(self, "_reset_message_generators", None)
+            if reset is not None:
+                reset()
+        self.publishManifest()
+
+
+def _column_key(column: Any) -> tuple:
+    value = getattr(column, "value", column)
+    return tuple(value)
