@@ -17,6 +17,16 @@ $(STAMP): pyproject.toml core/pyproject.toml
 	$(PIP) install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
+# The demo: a bundled session replayed as the upstream, the service in standalone mode.
+# `make run SOURCE=bmi` picks the other demo; RUN_ARGS passes more options.
+SOURCE ?= emperor
+RUN_DIR ?= .run
+run: venv
+	mkdir -p $(RUN_DIR)
+	LIVETIMING_STATE_DIR=$(RUN_DIR)/state LIVETIMING_LOG_DIR=$(RUN_DIR)/logs \
+	LIVETIMING_ANALYSIS_DIR=$(RUN_DIR)/analysis LIVETIMING_RECORDINGS_DIR=$(RUN_DIR)/recordings \
+	$(VENV)/bin/carobama-demo --source $(SOURCE) $(RUN_ARGS)
+
 crossbar: $(CROSSBAR_VENV)/bin/crossbar
 
 $(CROSSBAR_VENV)/bin/crossbar:
