@@ -1090,8 +1090,10 @@ class RaceControl:
             self.best_lap = lap_ns
         c.top_this = 0.0
         d.cache = None
-        self._sort(self.connected)
         race = self.session is not None and self.session.type == 3
+        if not (race and self.v2):
+            # v2 races are re-sorted by spline position on every 53 (the engine does it)
+            self._sort(self.connected)
         if race:
             if not self.v2:
                 order = self.connected.order or []
@@ -1779,9 +1781,9 @@ class EmperorSimulator:
         self._emit(ms, rc.on_collision(d, od, impact_units, (x, y, z), rel, self.wall(ms)))
 
     # ------------------------------------------------------------------ car updates
-    def _refresh_order(self, ms: int) -> None:
+    def _refresh_order(self, ms: int, force: bool = False) -> None:
         """v2: ACSM-like race order (laps, then spline), gaps, blue flags; at most every 250 ms."""
-        if ms - self._order_ms < 250 and self._order_ms >= 0:
+        if not force and ms - self._order_ms < 250 and self._order_ms >= 0:
             return
         self._order_ms = ms
         rc = self.rc
@@ -1815,12 +1817,17 @@ class EmperorSimulator:
                     car.gap = "00:00.000"
                 else:
                     a = rows[i - 1]
-                    nl = a[2] - r[2]
-                    if race and self.state != "waiting" and nl >= 1:
-                        car.gap = "1 lap" if nl == 1 else f"{nl} laps"
+                    if self.state == "waiting":
+                        car.gap = acsm_duration(int((a[5] - r[5]) * car.target_lap_ms() * 1_000_000))
                     else:
-                        diff = (a[5] - r[5]) % 1.0 if self.state != "waiting" else a[5] - r[5]
-                        car.gap = acsm_duration(int(diff * car.target_lap_ms() * 1_000_000))
+                        # whole laps between the two cars: driver lap counts, less one when the car ahead
+                        # has not yet reached our spline position on its current lap
+                        nl = a[2] - r[2] - (1 if a[3] < r[3] else 0)
+                        if nl >= 1:
+                            car.gap = "1 lap" if nl == 1 else f"{nl} laps"
+                        else:
+                            diff = (a[3] - r[3]) % 1.0
+                            car.gap = acsm_duration(int(diff * car.target_lap_ms() * 1_000_000))
                 if self.state != "waiting":
                     d.split = car.gap
             else:
@@ -1940,6 +1947,8 @@ class EmperorSimulator:
         car.laps += 1
         car.stint_laps += 1
         car.records.append({"driver": d.guid, "lap_ms": lap_ms, "cuts": cuts, "at_ms": ms})
+        if self.v2 and self.session is not None and self.session.type == 3:
+            self._refresh_order(ms, force=True)
         frames = rc.on_lap(d, lap_ms * 1_000_000, cuts, self.wall(ms))
         s = self.session
         if s is not None and s.type == 3 and self.state == "running" and not car.finished:
