@@ -1456,6 +1456,7 @@ class EmperorSimulator:
         self._ended = False
         self._grid: list[int] = []
         self.stop_after_end_ms: int | None = None
+        self.planned_connect_ms = 0
         self.expected_end_ms: int | None = None
 
     # ------------------------------------------------------------------ time helpers
@@ -1498,6 +1499,7 @@ class EmperorSimulator:
     # ------------------------------------------------------------------ script API
     def client_connect(self, t: float) -> None:
         """The capture starts: cached/fresh ``200`` (v1: empty frame if none yet) and chat replay."""
+        self.planned_connect_ms = round(t * 1000)
         self.at(t, self._do_client_connect)
 
     def stop(self, t: float) -> None:
@@ -2183,7 +2185,8 @@ class EmperorSimulator:
 
     def header(self) -> dict[str, Any]:
         """The capture header line (``started`` = manager clock at client connect, in UTC)."""
-        ns = self.base_ns + (self.connect_ms or 0) * 1_000_000
+        c = self.connect_ms if self.connect_ms is not None else self.planned_connect_ms
+        ns = self.base_ns + c * 1_000_000
         dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
         return {"capture": 1, "source": "emperor", "url": self.url,
                 "started": dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
