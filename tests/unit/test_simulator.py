@@ -31,7 +31,16 @@ from livetiming.service.plugins.carobama.sim.emperor import (
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURES = ROOT / "tests" / "fixtures" / "captures"
-DEMO = ROOT / "src" / "livetiming" / "service" / "plugins" / "carobama" / "data" / "demo-emperor-race.capture.jsonl.gz"
+DEMO = (
+    ROOT
+    / "src"
+    / "livetiming"
+    / "service"
+    / "plugins"
+    / "carobama"
+    / "data"
+    / "demo-emperor-race.capture.jsonl.gz"
+)
 FIXTURES = ["practice-v1", "race-v2x", "session-change-v1", "edge-cases"]
 SIMULATED = ["practice-v1", "race-v2x", "session-change-v1"]
 
@@ -60,6 +69,7 @@ def _truth(name: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- Go encoders
+
 
 def test_go_float_formatting() -> None:
     assert go_float32(51.404533) == "51.404533"
@@ -106,6 +116,7 @@ def test_idle_manager_snapshot() -> None:
 
 
 # ----------------------------------------------------------------------------- capture format
+
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_capture_format(name: str) -> None:
@@ -224,13 +235,26 @@ def test_edge_cases_file() -> None:
         assert not isinstance(value, dict)
     assert truth["nonstandard_json_frames"]
     text = "\n".join(raw)
-    for needle in ('"EventType":101', '"EventType":73', '"EventType":55', '"EventType":230', "NaN", "Infinity",
-                   '"Split":"1m2.345s"', '"Split":"01:02:03.004"', '"Split":"3 laps"', '"Split":"1234"',
-                   '"CurrentRealtimePosInterval":-1', '"ElapsedMilliseconds":-60000', '"CarID":17'):
+    for needle in (
+        '"EventType":101',
+        '"EventType":73',
+        '"EventType":55',
+        '"EventType":230',
+        "NaN",
+        "Infinity",
+        '"Split":"1m2.345s"',
+        '"Split":"01:02:03.004"',
+        '"Split":"3 laps"',
+        '"Split":"1234"',
+        '"CurrentRealtimePosInterval":-1',
+        '"ElapsedMilliseconds":-60000',
+        '"CarID":17',
+    ):
         assert needle in text
 
 
 # ----------------------------------------------------------------------------- determinism
+
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fixtures_regenerate_identically(name: str, tmp_path: Path) -> None:
@@ -256,6 +280,7 @@ def test_same_seed_same_bytes(flavour: str, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- truth vs frames
+
 
 def _last_snapshot(name: str) -> dict[str, Any]:
     last = None
@@ -310,8 +335,10 @@ def test_truth_matches_last_snapshot(name: str) -> None:
             assert car["pits"] is None
         if car["lap_times"] is not None:
             assert len(car["lap_times"]) == car["laps"]
-            total_ns = sum(drivers[td["guid"]]["Cars"][drivers[td["guid"]]["CarInfo"]["CarModel"]]["TotalLapTime"]
-                           for td in car["drivers"])
+            total_ns = sum(
+                drivers[td["guid"]]["Cars"][drivers[td["guid"]]["CarInfo"]["CarModel"]]["TotalLapTime"]
+                for td in car["drivers"]
+            )
             assert round(sum(car["lap_times"]) * 1000) * 1_000_000 == total_ns
             valid = [t for i, t in enumerate(car["lap_times"]) if i + 1 not in car["cut_laps"]]
             assert (min(valid) if valid else None) == car["best_lap"]
@@ -329,8 +356,15 @@ def test_race_truth_story() -> None:
     first = frames[0][1]["Message"]
     assert first["SessionInfo"]["ElapsedMilliseconds"] == -60000
     assert {d["Position"] for d in first["ConnectedDrivers"]["Drivers"].values()} == {0}
-    swap = [m["Message"] for _, m in frames if m["EventType"] == 200
-            and any(d.get("DriverSwap", {}).get("IsInDriverSwap") for d in m["Message"]["ConnectedDrivers"]["Drivers"].values())]
+    swap = [
+        m["Message"]
+        for _, m in frames
+        if m["EventType"] == 200
+        and any(
+            d.get("DriverSwap", {}).get("IsInDriverSwap")
+            for d in m["Message"]["ConnectedDrivers"]["Drivers"].values()
+        )
+    ]
     assert swap
     assert any(m["Message"].get("HasCompletedSession") for _, m in frames if m["EventType"] == 53)
 
@@ -345,8 +379,12 @@ def test_practice_truth_story() -> None:
     assert leave["DriverInitials"] == "" and leave["CarName"] == ""
     assert all("/help" not in json.dumps(m) for _, m in frames)
     assert truth["session"]["flag"] == "green"
-    splits = {d["Split"] for _, m in frames if m["EventType"] == 200
-              for d in m["Message"]["ConnectedDrivers"]["Drivers"].values()}
+    splits = {
+        d["Split"]
+        for _, m in frames
+        if m["EventType"] == 200
+        for d in m["Message"]["ConnectedDrivers"]["Drivers"].values()
+    }
     assert any(re.fullmatch(r"\d+\.\d+s", s) for s in splits)
 
 
@@ -354,10 +392,13 @@ def test_session_change_story() -> None:
     frames = _frames("session-change-v1")
     kinds = [m["EventType"] for _, m in frames]
     stop = kinds.index(52)
-    assert kinds[stop:stop + 4] == [52, 52, 52, 200]
+    assert kinds[stop : stop + 4] == [52, 52, 52, 200]
     assert 56 in kinds and kinds.count(50) == 2
-    race_reset = next(m["Message"] for _, m in frames if m["EventType"] == 200
-                      and m["Message"]["SessionInfo"]["Name"] == "Race")
+    race_reset = next(
+        m["Message"]
+        for _, m in frames
+        if m["EventType"] == 200 and m["Message"]["SessionInfo"]["Name"] == "Race"
+    )
     for d in race_reset["ConnectedDrivers"]["Drivers"].values():
         assert d["Position"] == 0 and d["LoadedTime"] == d["ConnectedTime"] == "0001-01-01T00:00:00Z"
     final = _last_snapshot("session-change-v1")
@@ -366,6 +407,7 @@ def test_session_change_story() -> None:
 
 
 # ----------------------------------------------------------------------------- rate and size
+
 
 @pytest.mark.parametrize("flavour,lo,hi", [("v1", 150, 260), ("v2x", 380, 520)])
 def test_rate_and_sizes(flavour: str, lo: int, hi: int) -> None:
@@ -395,11 +437,28 @@ def test_lap_times_are_plausible() -> None:
 
 # ----------------------------------------------------------------------------- CLI and demo
 
+
 def test_cli_writes_gzip_capture_and_truth(tmp_path: Path) -> None:
     out = tmp_path / "race.capture.jsonl.gz"
     truth = tmp_path / "race.truth.json"
-    rc = cli.main(["emperor", "--cars", "3", "--laps", "2", "--seed", "4", "--flavour", "v1", "--out", str(out),
-                   "--truth", str(truth), "--quiet"])
+    rc = cli.main(
+        [
+            "emperor",
+            "--cars",
+            "3",
+            "--laps",
+            "2",
+            "--seed",
+            "4",
+            "--flavour",
+            "v1",
+            "--out",
+            str(out),
+            "--truth",
+            str(truth),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     lines = _lines(out)
     assert lines[0]["source"] == "emperor" and len(lines) > 100

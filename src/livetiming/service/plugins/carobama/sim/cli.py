@@ -29,10 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--flavour", choices=FLAVOURS, default="v2x", help="manager version (default v2x)")
     em.add_argument("--rate", type=float, default=1.0, help="CarUpdate (53) frames per second per car")
     em.add_argument("--track", choices=sorted(TRACKS), default=None, help="track (default by race length)")
-    em.add_argument("--no-split-snapshots", action="store_true",
-                    help="v2x: no 200 per sector split (lap and event snapshots only)")
-    em.add_argument("--no-events", action="store_true",
-                    help="no pit stops, swaps, collisions, chat, weather or leavers")
+    em.add_argument(
+        "--no-split-snapshots",
+        action="store_true",
+        help="v2x: no 200 per sector split (lap and event snapshots only)",
+    )
+    em.add_argument(
+        "--no-events", action="store_true", help="no pit stops, swaps, collisions, chat, weather or leavers"
+    )
     em.add_argument("--compresslevel", type=int, default=6, help="gzip level for .gz output (1-9)")
     em.add_argument("--out", required=True, help="capture file (.gz for gzip; '-' for stdout)")
     em.add_argument("--truth", default=None, help="also write the truth JSON here")
@@ -70,8 +74,12 @@ class _Progress:
         if now - self.last >= 3.0:
             self.last = now
             pct = 100.0 * sim_s / self.total_s
-            print(f"  {pct:5.1f}%  sim {sim_s / 60:6.1f}/{self.total_s / 60:.1f} min  {frames} frames  "
-                  f"{size / 1e6:.1f} MB  {now - self.start:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"  {pct:5.1f}%  sim {sim_s / 60:6.1f}/{self.total_s / 60:.1f} min  {frames} frames  "
+                f"{size / 1e6:.1f} MB  {now - self.start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self, frames: int, size: int) -> None:
         if self.quiet:
@@ -79,8 +87,10 @@ class _Progress:
         if self.bar is not None:
             self.bar.n = round(self.total_s)
             self.bar.close()
-        print(f"done: {frames} frames, {size / 1e6:.1f} MB of text in {time.monotonic() - self.start:.1f} s",
-              file=sys.stderr)
+        print(
+            f"done: {frames} frames, {size / 1e6:.1f} MB of text in {time.monotonic() - self.start:.1f} s",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,9 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.cars < 1:
         print("--rate must be > 0 and --cars >= 1", file=sys.stderr)
         return 2
-    sim = build_race(args.flavour, cars=args.cars, minutes=minutes, laps=args.laps, seed=args.seed,
-                     rate=args.rate, track=args.track, events=not args.no_events,
-                     split_snapshots=False if args.no_split_snapshots else None)
+    sim = build_race(
+        args.flavour,
+        cars=args.cars,
+        minutes=minutes,
+        laps=args.laps,
+        seed=args.seed,
+        rate=args.rate,
+        track=args.track,
+        events=not args.no_events,
+        split_snapshots=False if args.no_split_snapshots else None,
+    )
     c0 = sim.planned_connect_ms
     total = ((sim.expected_end_ms or 0) - c0) / 1000.0
     progress = _Progress(total, args.quiet)

@@ -98,16 +98,16 @@ def go_float32(x: float) -> str:
     v = _unpack(_pack(x))[0]
     if v == 0.0:
         return "0"
-    s = "%.8g" % v
+    s = "%.8g" % v  # noqa: UP031 (fastest formatting)
     if _unpack(_pack(float(s)))[0] == v:
-        s7 = "%.7g" % v
+        s7 = "%.7g" % v  # noqa: UP031 (fastest formatting)
         if _unpack(_pack(float(s7)))[0] == v:
             s = s7
-            s6 = "%.6g" % v
+            s6 = "%.6g" % v  # noqa: UP031 (fastest formatting)
             if _unpack(_pack(float(s6)))[0] == v:
                 s = s6
     else:
-        s = "%.9g" % v
+        s = "%.9g" % v  # noqa: UP031 (fastest formatting)
     if "e" in s:
         return _fix_exponent(s, v)
     return s
@@ -125,7 +125,9 @@ def go_float64(x: float) -> str:
     return s
 
 
-_HTML = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_HTML = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
 
 
 def go_str(s: str) -> str:
@@ -240,8 +242,18 @@ class TrackSpec:
         return f"{self.folder}/{self.config}" if self.config else self.folder
 
 
-def _track_info(name: str, city: str, country: str, length: int, pitboxes: int, run: str,
-                tags: list[str], width: str, geotags: list[str], year: int) -> dict[str, Any]:
+def _track_info(
+    name: str,
+    city: str,
+    country: str,
+    length: int,
+    pitboxes: int,
+    run: str,
+    tags: list[str],
+    width: str,
+    geotags: list[str],
+    year: int,
+) -> dict[str, Any]:
     return {
         "name": name,
         "city": city,
@@ -265,39 +277,129 @@ TRACKS: dict[str, TrackSpec] = {
     spec.key: spec
     for spec in (
         TrackSpec(
-            "ks_laguna_seca", "", 3602,
-            _track_info("Laguna Seca", "Monterey", "USA", 3602, 24, "clockwise",
-                        ["circuit", "usa", "original"], "15m", ["36.5841", "-121.7535"], 1957),
+            "ks_laguna_seca",
+            "",
+            3602,
+            _track_info(
+                "Laguna Seca",
+                "Monterey",
+                "USA",
+                3602,
+                24,
+                "clockwise",
+                ["circuit", "usa", "original"],
+                "15m",
+                ["36.5841", "-121.7535"],
+                1957,
+            ),
             ((2, 0.10, 0.4), (3, 0.07, 1.9), (5, 0.035, 0.3), (7, 0.012, 2.2)),
-            1.55, 0.35, (40.0, -25.0), (12.0, 3.5, 0.8), (0.31, 0.67), 1.5, 84.0,
+            1.55,
+            0.35,
+            (40.0, -25.0),
+            (12.0, 3.5, 0.8),
+            (0.31, 0.67),
+            1.5,
+            84.0,
         ),
         TrackSpec(
-            "ks_brands_hatch", "indy", 1929,
-            _track_info("Brands Hatch Indy", "West Kingsdown", "United Kingdom", 1929, 30, "clockwise",
-                        ["circuit", "uk", "original"], "12m", ["51.3569", "0.2631"], 1950),
+            "ks_brands_hatch",
+            "indy",
+            1929,
+            _track_info(
+                "Brands Hatch Indy",
+                "West Kingsdown",
+                "United Kingdom",
+                1929,
+                30,
+                "clockwise",
+                ["circuit", "uk", "original"],
+                "12m",
+                ["51.3569", "0.2631"],
+                1950,
+            ),
             ((2, 0.12, 1.1), (3, 0.06, 0.2), (4, 0.03, 2.5), (6, 0.012, 0.9)),
-            1.45, -0.2, (-30.0, 15.0), (10.0, 4.0, 1.3), (0.34, 0.66), 1.0, 52.4,
+            1.45,
+            -0.2,
+            (-30.0, 15.0),
+            (10.0, 4.0, 1.3),
+            (0.34, 0.66),
+            1.0,
+            52.4,
         ),
         TrackSpec(
-            "ks_vallelunga", "club_circuit", 1745,
-            _track_info("Vallelunga Club", "Campagnano di Roma", "Italy", 1745, 30, "clockwise",
-                        ["circuit", "italy", "original"], "14m", ["42.1581", "12.3686"], 1951),
+            "ks_vallelunga",
+            "club_circuit",
+            1745,
+            _track_info(
+                "Vallelunga Club",
+                "Campagnano di Roma",
+                "Italy",
+                1745,
+                30,
+                "clockwise",
+                ["circuit", "italy", "original"],
+                "14m",
+                ["42.1581", "12.3686"],
+                1951,
+            ),
             ((2, 0.14, 2.0), (3, 0.05, 0.7), (5, 0.03, 1.4), (6, 0.010, 0.1)),
-            1.8, 0.6, (120.0, 60.0), (45.0, 2.5, 0.4), (0.36, 0.70), 1.0, 44.0,
+            1.8,
+            0.6,
+            (120.0, 60.0),
+            (45.0, 2.5, 0.4),
+            (0.36, 0.70),
+            1.0,
+            44.0,
         ),
         TrackSpec(
-            "ks_red_bull_ring", "layout_gp", 4318,
-            _track_info("Red Bull Ring GP", "Spielberg", "Austria", 4318, 36, "clockwise",
-                        ["circuit", "austria", "original"], "14m", ["47.2197", "14.7647"], 1969),
+            "ks_red_bull_ring",
+            "layout_gp",
+            4318,
+            _track_info(
+                "Red Bull Ring GP",
+                "Spielberg",
+                "Austria",
+                4318,
+                36,
+                "clockwise",
+                ["circuit", "austria", "original"],
+                "14m",
+                ["47.2197", "14.7647"],
+                1969,
+            ),
             ((2, 0.09, 0.9), (3, 0.09, 2.6), (4, 0.04, 0.1), (6, 0.015, 1.7)),
-            1.35, 1.1, (10.0, 200.0), (680.0, 30.0, 1.1), (0.33, 0.64), 2.0, 101.0,
+            1.35,
+            1.1,
+            (10.0, 200.0),
+            (680.0, 30.0, 1.1),
+            (0.33, 0.64),
+            2.0,
+            101.0,
         ),
         TrackSpec(
-            "spa", "", 7004,
-            _track_info("Spa-Francorchamps", "Stavelot", "Belgium", 7004, 40, "clockwise",
-                        ["circuit", "belgium", "original"], "12m", ["50.4372", "5.9714"], 1921),
+            "spa",
+            "",
+            7004,
+            _track_info(
+                "Spa-Francorchamps",
+                "Stavelot",
+                "Belgium",
+                7004,
+                40,
+                "clockwise",
+                ["circuit", "belgium", "original"],
+                "12m",
+                ["50.4372", "5.9714"],
+                1921,
+            ),
             ((2, 0.11, 0.2), (3, 0.08, 1.3), (4, 0.04, 2.9), (5, 0.02, 0.6), (8, 0.008, 1.0)),
-            1.25, -0.6, (-150.0, 90.0), (380.0, 45.0, 0.9), (0.30, 0.70), 3.0, 141.0,
+            1.25,
+            -0.6,
+            (-150.0, 90.0),
+            (380.0, 45.0, 0.9),
+            (0.30, 0.70),
+            3.0,
+            141.0,
             corner_ratio=0.40,
         ),
     )
@@ -349,8 +451,10 @@ class Track:
         self.xs = xs
         self.zs = zs
         base, amp, ph = spec.elevation
-        self.ys = [base + amp * math.sin(2 * math.pi * i / n + ph) + 0.3 * amp * math.sin(6 * math.pi * i / n)
-                   for i in range(n)]
+        self.ys = [
+            base + amp * math.sin(2 * math.pi * i / n + ph) + 0.3 * amp * math.sin(6 * math.pi * i / n)
+            for i in range(n)
+        ]
         # unit tangents and curvature
         tx: list[float] = []
         tz: list[float] = []
@@ -477,38 +581,166 @@ class CarModel:
 CAR_MODELS: dict[str, CarModel] = {
     m.model: m
     for m in (
-        CarModel("ks_mazda_mx5_cup", "Mazda MX5 CUP", "MX5", 1.265,
-                 ("00_official", "01_blue", "03_red", "05_white", "07_yellow", "09_black"), 7500, ("SM",)),
-        CarModel("ks_porsche_911_gt3_r_2016", "Porsche 911 GT3 R 2016", "GT3", 1.000,
-                 ("porsche_red", "porsche_white", "martini", "gulf")),
-        CarModel("ks_audi_r8_lms_2016", "Audi R8 LMS 2016", "GT3", 1.002,
-                 ("audi_white", "audi_black", "phoenix", "wrt")),
-        CarModel("ks_mercedes_amg_gt3", "Mercedes-AMG GT3", "GT3", 1.004,
-                 ("amg_silver", "black_falcon", "hto")),
-        CarModel("ks_lamborghini_huracan_gt3", "Lamborghini Huracan GT3", "GT3", 1.001,
-                 ("grasser_green", "orange", "white_blue")),
+        CarModel(
+            "ks_mazda_mx5_cup",
+            "Mazda MX5 CUP",
+            "MX5",
+            1.265,
+            ("00_official", "01_blue", "03_red", "05_white", "07_yellow", "09_black"),
+            7500,
+            ("SM",),
+        ),
+        CarModel(
+            "ks_porsche_911_gt3_r_2016",
+            "Porsche 911 GT3 R 2016",
+            "GT3",
+            1.000,
+            ("porsche_red", "porsche_white", "martini", "gulf"),
+        ),
+        CarModel(
+            "ks_audi_r8_lms_2016",
+            "Audi R8 LMS 2016",
+            "GT3",
+            1.002,
+            ("audi_white", "audi_black", "phoenix", "wrt"),
+        ),
+        CarModel(
+            "ks_mercedes_amg_gt3", "Mercedes-AMG GT3", "GT3", 1.004, ("amg_silver", "black_falcon", "hto")
+        ),
+        CarModel(
+            "ks_lamborghini_huracan_gt3",
+            "Lamborghini Huracan GT3",
+            "GT3",
+            1.001,
+            ("grasser_green", "orange", "white_blue"),
+        ),
         CarModel("ks_mclaren_650_gt3", "McLaren 650S GT3", "GT3", 1.003, ("papaya", "garage59", "black")),
         CarModel("bmw_m6_gt3", "BMW M6 GT3", "GT3", 1.005, ("rowe", "schubert", "walkenhorst")),
         CarModel("ks_nissan_gtr_gt3", "Nissan GT-R GT3", "GT3", 1.006, ("nismo_white", "gtacademy")),
         CarModel("ks_ferrari_488_gt3", "Ferrari 488 GT3", "GT3", 1.002, ("af_corse", "rosso", "giallo")),
-        CarModel("ks_porsche_cayman_gt4_clubsport", "Porsche Cayman GT4 Clubsport", "GT4", 1.085,
-                 ("gt4_white", "gt4_blue", "gt4_green"), 7800),
-        CarModel("ks_maserati_gt_mc_gt4", "Maserati GranTurismo MC GT4", "GT4", 1.09,
-                 ("trident", "blu", "bianco"), 7500),
+        CarModel(
+            "ks_porsche_cayman_gt4_clubsport",
+            "Porsche Cayman GT4 Clubsport",
+            "GT4",
+            1.085,
+            ("gt4_white", "gt4_blue", "gt4_green"),
+            7800,
+        ),
+        CarModel(
+            "ks_maserati_gt_mc_gt4",
+            "Maserati GranTurismo MC GT4",
+            "GT4",
+            1.09,
+            ("trident", "blu", "bianco"),
+            7500,
+        ),
     )
 }
 
-_FIRST = ("Alice", "Bob", "Chen", "Dana", "Eve", "Femi", "Greta", "Hugo", "Ines", "Jack", "Kenji", "Lena",
-          "Marco", "Nadia", "Oskar", "Priya", "Quentin", "Rosa", "Sven", "Tomas", "Ulla", "Viktor", "Wanda",
-          "Xavier", "Yara", "Zoltan", "Aiden", "Bea", "Callum", "Dmitri", "Elif", "Farah", "Gareth",
-          "Hana", "Ivo", "Jonas", "Kaja", "Luca", "Mia", "Niamh", "Olu", "Pavel", "Rhys", "Saoirse",
-          "Teodor", "Uma", "Vera", "Wes", "Yusuf", "Zara")
-_LAST = ("Martin", "O'Neil", "Wei", "Kowalski", "Laurent", "Adeyemi", "Lindqvist", "Moreau", "Duarte",
-         "Smith", "Tanaka", "Vogel", "Bianchi", "Haddad", "Nilsson", "Raman", "Dubois", "Ferreira", "Berg",
-         "Novak", "Jensen", "Petrov", "Zielinski", "Garcia", "Okafor", "Horvath", "Brennan", "Schulz",
-         "MacLeod", "Ivanov", "Yilmaz", "Khan", "Pryce", "Sato", "Kralj", "Weber", "Mäkinen", "Rossi",
-         "Andersen", "Byrne", "Eze", "Dvorak", "Hughes", "Kelly", "Popescu", "Mehta", "Costa", "Evans",
-         "Demir", "Fischer")
+_FIRST = (
+    "Alice",
+    "Bob",
+    "Chen",
+    "Dana",
+    "Eve",
+    "Femi",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jack",
+    "Kenji",
+    "Lena",
+    "Marco",
+    "Nadia",
+    "Oskar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tomas",
+    "Ulla",
+    "Viktor",
+    "Wanda",
+    "Xavier",
+    "Yara",
+    "Zoltan",
+    "Aiden",
+    "Bea",
+    "Callum",
+    "Dmitri",
+    "Elif",
+    "Farah",
+    "Gareth",
+    "Hana",
+    "Ivo",
+    "Jonas",
+    "Kaja",
+    "Luca",
+    "Mia",
+    "Niamh",
+    "Olu",
+    "Pavel",
+    "Rhys",
+    "Saoirse",
+    "Teodor",
+    "Uma",
+    "Vera",
+    "Wes",
+    "Yusuf",
+    "Zara",
+)
+_LAST = (
+    "Martin",
+    "O'Neil",
+    "Wei",
+    "Kowalski",
+    "Laurent",
+    "Adeyemi",
+    "Lindqvist",
+    "Moreau",
+    "Duarte",
+    "Smith",
+    "Tanaka",
+    "Vogel",
+    "Bianchi",
+    "Haddad",
+    "Nilsson",
+    "Raman",
+    "Dubois",
+    "Ferreira",
+    "Berg",
+    "Novak",
+    "Jensen",
+    "Petrov",
+    "Zielinski",
+    "Garcia",
+    "Okafor",
+    "Horvath",
+    "Brennan",
+    "Schulz",
+    "MacLeod",
+    "Ivanov",
+    "Yilmaz",
+    "Khan",
+    "Pryce",
+    "Sato",
+    "Kralj",
+    "Weber",
+    "Mäkinen",
+    "Rossi",
+    "Andersen",
+    "Byrne",
+    "Eze",
+    "Dvorak",
+    "Hughes",
+    "Kelly",
+    "Popescu",
+    "Mehta",
+    "Costa",
+    "Evans",
+    "Demir",
+    "Fischer",
+)
 _TEAMS = ("YORK", "YORK", "APEX", "RSR", "VLR")
 
 
@@ -532,7 +764,9 @@ def make_guid(n: int) -> str:
     return f"7656119800000{n:04d}"
 
 
-def _driver_pool(rng: random.Random, count: int, first_guid: int = 1, team_share: float = 0.3) -> list[DriverSpec]:
+def _driver_pool(
+    rng: random.Random, count: int, first_guid: int = 1, team_share: float = 0.3
+) -> list[DriverSpec]:
     names: list[str] = []
     seen: set[str] = set()
     out = []
@@ -577,8 +811,21 @@ class SessionSpec:
 class CarLapInfo:
     """``Cars[model]`` of a RaceControlDriver (spec section 4.4)."""
 
-    __slots__ = ("top_this", "top_best", "best", "num_laps", "last", "last_completed", "total", "car_name",
-                 "tyre_best", "race_number", "cur_splits", "best_splits", "best_lap_splits")
+    __slots__ = (
+        "top_this",
+        "top_best",
+        "best",
+        "num_laps",
+        "last",
+        "last_completed",
+        "total",
+        "car_name",
+        "tyre_best",
+        "race_number",
+        "cur_splits",
+        "best_splits",
+        "best_lap_splits",
+    )
 
     def __init__(self, car_name: str, race_number: int, now_ns: int) -> None:
         self.top_this = 0.0
@@ -600,14 +847,57 @@ class CarLapInfo:
 class RCDriver:
     """A RaceControlDriver (spec section 4.3), keyed by GUID."""
 
-    __slots__ = ("guid", "name", "initials", "car_id", "model", "skin", "tyres", "race_number", "car_name",
-                 "class_id", "total_laps", "connected", "loaded", "position", "split", "last_seen",
-                 "last_pos_json", "last_pos", "collisions", "cars", "in_pits", "drs", "blue",
-                 "last_pit_stop", "spline_json", "steer", "status", "num_pits", "num_long_pits",
-                 "delta_best", "delta_self", "ping", "completed", "swap", "cache")
+    __slots__ = (
+        "guid",
+        "name",
+        "initials",
+        "car_id",
+        "model",
+        "skin",
+        "tyres",
+        "race_number",
+        "car_name",
+        "class_id",
+        "total_laps",
+        "connected",
+        "loaded",
+        "position",
+        "split",
+        "last_seen",
+        "last_pos_json",
+        "last_pos",
+        "collisions",
+        "cars",
+        "in_pits",
+        "drs",
+        "blue",
+        "last_pit_stop",
+        "spline_json",
+        "steer",
+        "status",
+        "num_pits",
+        "num_long_pits",
+        "delta_best",
+        "delta_self",
+        "ping",
+        "completed",
+        "swap",
+        "cache",
+    )
 
-    def __init__(self, guid: str, name: str, car_id: int, model: str, skin: str, tyres: str,
-                 race_number: int, car_name: str, class_id: str, now_ns: int) -> None:
+    def __init__(
+        self,
+        guid: str,
+        name: str,
+        car_id: int,
+        model: str,
+        skin: str,
+        tyres: str,
+        race_number: int,
+        car_name: str,
+        class_id: str,
+        now_ns: int,
+    ) -> None:
         self.guid = guid
         self.name = name
         self.initials = DriverSpec(guid, name).initials
@@ -671,8 +961,15 @@ class RaceControl:
     manager broadcasts, in order.  Times are Unix nanoseconds of the manager's clock.
     """
 
-    def __init__(self, flavour: str, clock: GoClock, server_name: str, interval_ms: int,
-                 damage: int = 100, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        flavour: str,
+        clock: GoClock,
+        server_name: str,
+        interval_ms: int,
+        damage: int = 100,
+        rng: random.Random | None = None,
+    ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"unknown flavour {flavour!r}")
         self.flavour = flavour
@@ -706,18 +1003,24 @@ class RaceControl:
         initials = go_str(d.initials) if full else '""'
         car_name = go_str(d.car_name) if full else '""'
         if self.v2:
-            return (f'{{"CarID":{d.car_id},"DriverName":{go_str(d.name)},"DriverGUID":"{d.guid}",'
-                    f'"CarModel":{go_str(d.model)},"CarSkin":{go_str(d.skin)},"Tyres":{go_str(d.tyres)},'
-                    f'"RaceNumber":{d.race_number},"DriverInitials":{initials},"CarName":{car_name},'
-                    f'"ClassID":"{d.class_id}","EventType":{event_type}}}')
-        return (f'{{"CarID":{d.car_id},"DriverName":{go_str(d.name)},"DriverGUID":"{d.guid}",'
-                f'"CarModel":{go_str(d.model)},"CarSkin":{go_str(d.skin)},"DriverInitials":{initials},'
-                f'"CarName":{car_name},"EventType":{event_type}}}')
+            return (
+                f'{{"CarID":{d.car_id},"DriverName":{go_str(d.name)},"DriverGUID":"{d.guid}",'
+                f'"CarModel":{go_str(d.model)},"CarSkin":{go_str(d.skin)},"Tyres":{go_str(d.tyres)},'
+                f'"RaceNumber":{d.race_number},"DriverInitials":{initials},"CarName":{car_name},'
+                f'"ClassID":"{d.class_id}","EventType":{event_type}}}'
+            )
+        return (
+            f'{{"CarID":{d.car_id},"DriverName":{go_str(d.name)},"DriverGUID":"{d.guid}",'
+            f'"CarModel":{go_str(d.model)},"CarSkin":{go_str(d.skin)},"DriverInitials":{initials},'
+            f'"CarName":{car_name},"EventType":{event_type}}}'
+        )
 
     @staticmethod
     def _split_obj(idx: int, s: list[Any]) -> str:
-        return (f'{{"SplitIndex":{idx},"SplitTime":{s[0]},"Cuts":{s[1]},'
-                f'"IsDriversBest":{"true" if s[2] else "false"},"IsBest":{"true" if s[3] else "false"}}}')
+        return (
+            f'{{"SplitIndex":{idx},"SplitTime":{s[0]},"Cuts":{s[1]},'
+            f'"IsDriversBest":{"true" if s[2] else "false"},"IsBest":{"true" if s[3] else "false"}}}'
+        )
 
     def _split_map(self, m: dict[int, list[Any]]) -> str:
         if not m:
@@ -726,33 +1029,45 @@ class RaceControl:
 
     def _car_lap_json(self, model: str, c: CarLapInfo, top_this: str) -> str:
         fmt = self.clock.format
-        base = (f'{go_str(model)}:{{"TopSpeedThisLap":{top_this},"TopSpeedBestLap":{go_float64(c.top_best)},'
-                f'"BestLap":{c.best},"NumLaps":{c.num_laps},"LastLap":{c.last},'
-                f'"LastLapCompletedTime":"{fmt(c.last_completed)}","TotalLapTime":{c.total},'
-                f'"CarName":{go_str(c.car_name)}')
+        base = (
+            f'{go_str(model)}:{{"TopSpeedThisLap":{top_this},"TopSpeedBestLap":{go_float64(c.top_best)},'
+            f'"BestLap":{c.best},"NumLaps":{c.num_laps},"LastLap":{c.last},'
+            f'"LastLapCompletedTime":"{fmt(c.last_completed)}","TotalLapTime":{c.total},'
+            f'"CarName":{go_str(c.car_name)}'
+        )
         if not self.v2:
             return base + "}"
-        return (base + f',"TyreBestLap":{go_str(c.tyre_best)},"RaceNumber":{c.race_number},'
-                f'"CurrentLapSplits":{self._split_map(c.cur_splits)},"BestSplits":{self._split_map(c.best_splits)},'
-                f'"BestLapSplits":{self._split_map(c.best_lap_splits)},"BestLapMiniSectors":null}}')
+        return (
+            base + f',"TyreBestLap":{go_str(c.tyre_best)},"RaceNumber":{c.race_number},'
+            f'"CurrentLapSplits":{self._split_map(c.cur_splits)},"BestSplits":{self._split_map(c.best_splits)},'
+            f'"BestLapSplits":{self._split_map(c.best_lap_splits)},"BestLapMiniSectors":null}}'
+        )
 
     def _driver_static(self, d: RCDriver) -> tuple[str, str, str, str]:
         """(head, middle, cars_pre, cars_post) pieces that only change on rare events."""
         fmt = self.clock.format
-        head = (f'"{d.guid}":{{"CarInfo":{self._car_info(d, 51)},"TotalNumLaps":{d.total_laps},'
-                f'"ConnectedTime":"{fmt(d.connected)}","LoadedTime":"{fmt(d.loaded)}"')
+        head = (
+            f'"{d.guid}":{{"CarInfo":{self._car_info(d, 51)},"TotalNumLaps":{d.total_laps},'
+            f'"ConnectedTime":"{fmt(d.connected)}","LoadedTime":"{fmt(d.loaded)}"'
+        )
         if self.v2:
             sw = d.swap
             if sw is None:
-                swap = ('{"IsInDriverSwap":false,"DriverSwapExpectedCompletionTime":"0001-01-01T00:00:00Z",'
-                        '"DriverSwapHadPenalty":false,"DriverSwapActualCompletionTime":"0001-01-01T00:00:00Z"}')
+                swap = (
+                    '{"IsInDriverSwap":false,"DriverSwapExpectedCompletionTime":"0001-01-01T00:00:00Z",'
+                    '"DriverSwapHadPenalty":false,"DriverSwapActualCompletionTime":"0001-01-01T00:00:00Z"}'
+                )
             else:
-                swap = (f'{{"IsInDriverSwap":{"true" if sw[0] else "false"},'
-                        f'"DriverSwapExpectedCompletionTime":"{fmt(sw[1])}",'
-                        f'"DriverSwapHadPenalty":{"true" if sw[2] else "false"},'
-                        f'"DriverSwapActualCompletionTime":"{fmt(sw[3])}"}}')
-            middle = (f',"LastPitStop":{d.last_pit_stop},"NumPits":{d.num_pits},"NumLongPits":{d.num_long_pits},'
-                      f'"DriverSwap":{swap},"DriftInfo":{{"CurrentLapScore":0,"BestLapScore":0}}')
+                swap = (
+                    f'{{"IsInDriverSwap":{"true" if sw[0] else "false"},'
+                    f'"DriverSwapExpectedCompletionTime":"{fmt(sw[1])}",'
+                    f'"DriverSwapHadPenalty":{"true" if sw[2] else "false"},'
+                    f'"DriverSwapActualCompletionTime":"{fmt(sw[3])}"}}'
+                )
+            middle = (
+                f',"LastPitStop":{d.last_pit_stop},"NumPits":{d.num_pits},"NumLongPits":{d.num_long_pits},'
+                f'"DriverSwap":{swap},"DriftInfo":{{"CurrentLapScore":0,"BestLapScore":0}}'
+            )
         else:
             middle = ""
         middle += ',"Collisions":' + ("[" + ",".join(d.collisions) + "]" if d.collisions else "null")
@@ -777,14 +1092,18 @@ class RaceControl:
         if d.cache is None:
             d.cache = "\x01".join(self._driver_static(d))
         head, middle, cars_pre, cars_post = d.cache.split("\x01")
-        dyn = (f',"Position":{d.position},"Split":{go_str(d.split)},'
-               f'"LastSeen":"{self.clock.format(d.last_seen)}","LastPos":{d.last_pos_json}')
+        dyn = (
+            f',"Position":{d.position},"Split":{go_str(d.split)},'
+            f'"LastSeen":"{self.clock.format(d.last_seen)}","LastPos":{d.last_pos_json}'
+        )
         if self.v2:
-            dyn += (f',"IsInPits":{"true" if d.in_pits else "false"},"DRSActive":{"true" if d.drs else "false"},'
-                    f'"BlueFlag":{"true" if d.blue else "false"},"NormalisedSplinePos":{d.spline_json},'
-                    f'"SteerAngle":{d.steer},"StatusBytes":{d.status},"DeltaToBest":{d.delta_best},'
-                    f'"DeltaToSelf":{d.delta_self},"Ping":{d.ping},'
-                    f'"HasCompletedSession":{"true" if d.completed else "false"}')
+            dyn += (
+                f',"IsInPits":{"true" if d.in_pits else "false"},"DRSActive":{"true" if d.drs else "false"},'
+                f'"BlueFlag":{"true" if d.blue else "false"},"NormalisedSplinePos":{d.spline_json},'
+                f'"SteerAngle":{d.steer},"StatusBytes":{d.status},"DeltaToBest":{d.delta_best},'
+                f'"DeltaToSelf":{d.delta_self},"Ping":{d.ping},'
+                f'"HasCompletedSession":{"true" if d.completed else "false"}'
+            )
         return head + dyn + middle + cars_pre + go_float64(d.car.top_this) + cars_post
 
     def _driver_map_json(self, dm: DriverMap) -> str:
@@ -796,9 +1115,11 @@ class RaceControl:
         """The SessionInfo object (``50`` message and ``200.SessionInfo``)."""
         s = self.session
         if s is None:
-            parts = ['"Version":0,"SessionIndex":0,"CurrentSessionIndex":0,"SessionCount":0,"ServerName":"",'
-                     '"Track":"","TrackConfig":"","Name":"","Type":0,"Time":0,"Laps":0,"WaitTime":0,'
-                     '"AmbientTemp":0,"RoadTemp":0,"WeatherGraphics":"","ElapsedMilliseconds":0']
+            parts = [
+                '"Version":0,"SessionIndex":0,"CurrentSessionIndex":0,"SessionCount":0,"ServerName":"",'
+                '"Track":"","TrackConfig":"","Name":"","Type":0,"Time":0,"Laps":0,"WaitTime":0,'
+                '"AmbientTemp":0,"RoadTemp":0,"WeatherGraphics":"","ElapsedMilliseconds":0'
+            ]
             if self.v2:
                 parts.append(',"IsSolo":false,"VisibilityMode":0')
             parts.append(',"EventType":0')
@@ -806,11 +1127,13 @@ class RaceControl:
         spec = self.track.spec if self.track else None
         folder = spec.folder if spec else ""
         config = spec.config if spec else ""
-        text = (f'{{"Version":{self.version},"SessionIndex":{s.index},"CurrentSessionIndex":{s.index},'
-                f'"SessionCount":{s.count},"ServerName":{go_str(self.server_name)},"Track":{go_str(folder)},'
-                f'"TrackConfig":{go_str(config)},"Name":{go_str(s.name)},"Type":{s.type},"Time":{s.time_min},'
-                f'"Laps":{s.laps},"WaitTime":{s.wait_time},"AmbientTemp":{self.ambient},"RoadTemp":{self.road},'
-                f'"WeatherGraphics":{go_str(self.weather)},"ElapsedMilliseconds":{self.elapsed}')
+        text = (
+            f'{{"Version":{self.version},"SessionIndex":{s.index},"CurrentSessionIndex":{s.index},'
+            f'"SessionCount":{s.count},"ServerName":{go_str(self.server_name)},"Track":{go_str(folder)},'
+            f'"TrackConfig":{go_str(config)},"Name":{go_str(s.name)},"Type":{s.type},"Time":{s.time_min},'
+            f'"Laps":{s.laps},"WaitTime":{s.wait_time},"AmbientTemp":{self.ambient},"RoadTemp":{self.road},'
+            f'"WeatherGraphics":{go_str(self.weather)},"ElapsedMilliseconds":{self.elapsed}'
+        )
         if self.v2:
             text += ',"IsSolo":false,"VisibilityMode":0'
         return text + f',"EventType":{event_type}}}'
@@ -818,29 +1141,39 @@ class RaceControl:
     def _static_top_json(self) -> tuple[str, str]:
         """TrackMapData and TrackInfo objects."""
         if self.map_data is None:
-            md = '{"width":0,"height":0,"margin":0,"scale_factor":0,"offset_x":0,"offset_y":0,"drawing_size":0'
+            md = (
+                '{"width":0,"height":0,"margin":0,"scale_factor":0,"offset_x":0,"offset_y":0,"drawing_size":0'
+            )
             md += ',"padding":0}' if self.v2 else "}"
         else:
             m = self.map_data
-            md = (f'{{"width":{go_float64(m["width"])},"height":{go_float64(m["height"])},'
-                  f'"margin":{go_float64(m["margin"])},"scale_factor":{go_float64(m["scale_factor"])},'
-                  f'"offset_x":{go_float64(m["offset_x"])},"offset_y":{go_float64(m["offset_y"])},'
-                  f'"drawing_size":{go_float64(m["drawing_size"])}')
+            md = (
+                f'{{"width":{go_float64(m["width"])},"height":{go_float64(m["height"])},'
+                f'"margin":{go_float64(m["margin"])},"scale_factor":{go_float64(m["scale_factor"])},'
+                f'"offset_x":{go_float64(m["offset_x"])},"offset_y":{go_float64(m["offset_y"])},'
+                f'"drawing_size":{go_float64(m["drawing_size"])}'
+            )
             md += ',"padding":0}' if self.v2 else "}"
         if self.track is None:
-            ti = ('{"name":"","city":"","country":"","description":"","geotags":null,"length":"","pitboxes":0,'
-                  '"run":"","tags":null,"width":""')
+            ti = (
+                '{"name":"","city":"","country":"","description":"","geotags":null,"length":"","pitboxes":0,'
+                '"run":"","tags":null,"width":""'
+            )
             ti += ',"author":"","version":"","url":"","year":0}' if self.v2 else "}"
         else:
             i = self.track.spec.info
-            ti = (f'{{"name":{go_str(i["name"])},"city":{go_str(i["city"])},"country":{go_str(i["country"])},'
-                  f'"description":{go_str(i["description"])},'
-                  f'"geotags":[{",".join(go_str(g) for g in i["geotags"])}],"length":{go_str(i["length"])},'
-                  f'"pitboxes":{i["pitboxes"]},"run":{go_str(i["run"])},'
-                  f'"tags":[{",".join(go_str(t) for t in i["tags"])}],"width":{go_str(i["width"])}')
+            ti = (
+                f'{{"name":{go_str(i["name"])},"city":{go_str(i["city"])},"country":{go_str(i["country"])},'
+                f'"description":{go_str(i["description"])},'
+                f'"geotags":[{",".join(go_str(g) for g in i["geotags"])}],"length":{go_str(i["length"])},'
+                f'"pitboxes":{i["pitboxes"]},"run":{go_str(i["run"])},'
+                f'"tags":[{",".join(go_str(t) for t in i["tags"])}],"width":{go_str(i["width"])}'
+            )
             if self.v2:
-                ti += (f',"author":{go_str(i["author"])},"version":{go_str(i["version"])},'
-                       f'"url":{go_str(i["url"])},"year":{i["year"]}}}')
+                ti += (
+                    f',"author":{go_str(i["author"])},"version":{go_str(i["version"])},'
+                    f'"url":{go_str(i["url"])},"year":{i["year"]}}}'
+                )
             else:
                 ti += "}"
         return md, ti
@@ -852,24 +1185,34 @@ class RaceControl:
         md, ti = self._static_top.split("\x01")
         chat = "null" if self.chat_nil else "[" + ",".join(self.chat) + "]"
         start = self.clock.format(self.session_start)
-        c2g = "{" + ",".join(f'"{k}":"{self.car_to_guid[k]}"' for k in sorted(self.car_to_guid, key=str)) + "}"
+        c2g = (
+            "{" + ",".join(f'"{k}":"{self.car_to_guid[k]}"' for k in sorted(self.car_to_guid, key=str)) + "}"
+        )
         conn = self._driver_map_json(self.connected)
         disc = self._driver_map_json(self.disconnected)
         interval = self.interval_ms if self.session is not None else -1
         if self.v2:
             if self.best_splits:
-                bs = "[" + ",".join(self._split_obj(k, self.best_splits[k]) for k in sorted(self.best_splits)) + "]"
+                bs = (
+                    "["
+                    + ",".join(self._split_obj(k, self.best_splits[k]) for k in sorted(self.best_splits))
+                    + "]"
+                )
             else:
                 bs = "null"
-            return (f'{{"EventType":200,"Message":{{"CurrentRealtimePosInterval":{interval},'
-                    f'"SessionInfo":{self.session_info_json()},"TrackMapData":{md},"TrackInfo":{ti},'
-                    f'"SessionStartTime":"{start}","ChatMessages":{chat},"ConnectedDrivers":{conn},'
-                    f'"DisconnectedDrivers":{disc},"CarIDToGUID":{c2g},"BestSplits":{bs},'
-                    f'"BestLap":{self.best_lap},"DamageMultiplier":{self.damage}}}}}')
-        return (f'{{"EventType":200,"Message":{{"SessionInfo":{self.session_info_json()},"TrackMapData":{md},'
-                f'"TrackInfo":{ti},"SessionStartTime":"{start}","CurrentRealtimePosInterval":{interval},'
-                f'"ChatMessages":{chat},"ChatMessagesMutex":{{}},"ConnectedDrivers":{conn},'
-                f'"DisconnectedDrivers":{disc},"CarIDToGUID":{c2g}}}}}')
+            return (
+                f'{{"EventType":200,"Message":{{"CurrentRealtimePosInterval":{interval},'
+                f'"SessionInfo":{self.session_info_json()},"TrackMapData":{md},"TrackInfo":{ti},'
+                f'"SessionStartTime":"{start}","ChatMessages":{chat},"ConnectedDrivers":{conn},'
+                f'"DisconnectedDrivers":{disc},"CarIDToGUID":{c2g},"BestSplits":{bs},'
+                f'"BestLap":{self.best_lap},"DamageMultiplier":{self.damage}}}}}'
+            )
+        return (
+            f'{{"EventType":200,"Message":{{"SessionInfo":{self.session_info_json()},"TrackMapData":{md},'
+            f'"TrackInfo":{ti},"SessionStartTime":"{start}","CurrentRealtimePosInterval":{interval},'
+            f'"ChatMessages":{chat},"ChatMessagesMutex":{{}},"ConnectedDrivers":{conn},'
+            f'"DisconnectedDrivers":{disc},"CarIDToGUID":{c2g}}}}}'
+        )
 
     def broadcast_200(self, cache: bool = True) -> str:
         """Encode a ``200`` and remember it as the v1 connect cache when ACSM would."""
@@ -887,11 +1230,13 @@ class RaceControl:
         elif race:
             key = lambda g: (-drivers[g].car.num_laps, drivers[g].car.total, g)  # noqa: E731
         else:
+
             def key(g: str) -> tuple:
                 c = drivers[g].car
                 if c.best:
                     return (0, c.best, 0, 0, g)
                 return (1, 0, -c.num_laps, c.last_completed, g)
+
         dm.order = sorted(drivers, key=key)
         for i, g in enumerate(dm.order):
             drivers[g].position = i + 1
@@ -946,8 +1291,18 @@ class RaceControl:
             fresh = DriverMap()
             fresh.order = old.order
             for g, d in old.drivers.items():
-                nd = RCDriver(d.guid, d.name, d.car_id, d.model, d.skin, d.tyres, d.race_number, d.car_name,
-                              d.class_id, now_ns)
+                nd = RCDriver(
+                    d.guid,
+                    d.name,
+                    d.car_id,
+                    d.model,
+                    d.skin,
+                    d.tyres,
+                    d.race_number,
+                    d.car_name,
+                    d.class_id,
+                    now_ns,
+                )
                 nd.last_seen = now_ns
                 if self.v2:
                     nd.connected, nd.loaded, nd.in_pits = d.connected, d.loaded, d.in_pits
@@ -958,8 +1313,18 @@ class RaceControl:
         frames.append(self.broadcast_200())
         return frames
 
-    def on_connect(self, guid: str, name: str, car_id: int, model: str, skin: str, tyres: str,
-                   race_number: int, class_id: str, now_ns: int) -> list[str]:
+    def on_connect(
+        self,
+        guid: str,
+        name: str,
+        car_id: int,
+        model: str,
+        skin: str,
+        tyres: str,
+        race_number: int,
+        class_id: str,
+        now_ns: int,
+    ) -> list[str]:
         """``51`` then ``200``."""
         cm = CAR_MODELS[model]
         d = self.connected.drivers.get(guid)
@@ -1036,19 +1401,24 @@ class RaceControl:
             return []
         t = self.clock.format(now_ns)
         if self.v2:
-            body = (f'{{"CarID":{car_id},"RecipientCarID":255,"Message":{go_str(text)},'
-                    f'"DriverGUID":"{guid}","DriverName":{go_str(name)},"Time":"{t}"}}')
+            body = (
+                f'{{"CarID":{car_id},"RecipientCarID":255,"Message":{go_str(text)},'
+                f'"DriverGUID":"{guid}","DriverName":{go_str(name)},"Time":"{t}"}}'
+            )
         else:
-            body = (f'{{"CarID":{car_id},"Message":{go_str(text)},"DriverGUID":"{guid}",'
-                    f'"DriverName":{go_str(name)},"Time":"{t}"}}')
+            body = (
+                f'{{"CarID":{car_id},"Message":{go_str(text)},"DriverGUID":"{guid}",'
+                f'"DriverName":{go_str(name)},"Time":"{t}"}}'
+            )
         self.chat.append(body)
         self.chat_nil = False
         if len(self.chat) > 50:
             del self.chat[0]
         return [f'{{"EventType":57,"Message":{body}}}']
 
-    def on_car_update(self, d: RCDriver, now_ns: int, pos: tuple[float, float, float], pos_json: str,
-                      speed_kmh: float) -> None:
+    def on_car_update(
+        self, d: RCDriver, now_ns: int, pos: tuple[float, float, float], pos_json: str, speed_kmh: float
+    ) -> None:
         """State part of a ``53`` (the engine encodes the frame itself)."""
         d.last_seen = now_ns
         d.last_pos = pos
@@ -1124,32 +1494,46 @@ class RaceControl:
                 prev_best = b
         return [self.broadcast_200()]
 
-    def on_collision(self, d: RCDriver, other: RCDriver | None, impact: float, world: tuple[float, float, float],
-                     rel: tuple[float, float, float], now_ns: int) -> list[str]:
+    def on_collision(
+        self,
+        d: RCDriver,
+        other: RCDriver | None,
+        impact: float,
+        world: tuple[float, float, float],
+        rel: tuple[float, float, float],
+        now_ns: int,
+    ) -> list[str]:
         """``10``/``11`` then ``200`` with the stored record in ``Collisions``."""
         wp = f'{{"X":{go_float32(world[0])},"Y":{go_float32(world[1])},"Z":{go_float32(world[2])}}}'
         rp = f'{{"X":{go_float32(rel[0])},"Y":{go_float32(rel[1])},"Z":{go_float32(rel[2])}}}'
         impact32 = float(go_float32(impact))
         if self.v2:
             dz = [round(self.rng.uniform(0, 40), 1) if self.rng.random() < 0.6 else 0 for _ in range(5)]
-            odz = [round(self.rng.uniform(0, 40), 1) if (other and self.rng.random() < 0.6) else 0 for _ in range(5)]
+            odz = [
+                round(self.rng.uniform(0, 40), 1) if (other and self.rng.random() < 0.6) else 0
+                for _ in range(5)
+            ]
             dzj = "[" + ",".join(go_float32(x) for x in dz) + "]"
             odzj = "[" + ",".join(go_float32(x) for x in odz) + "]"
             speed = impact32
         else:
             speed = impact32 * 3.6
         cid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        rec = (f'{{"ID":"{cid}","Type":"{"with other car" if other else "with environment"}",'
-               f'"Time":"{self.clock.format(now_ns)}","OtherDriverGUID":"{other.guid if other else ""}",'
-               f'"OtherDriverName":{go_str(other.name) if other else chr(34) * 2},"Speed":{go_float64(speed)}')
+        rec = (
+            f'{{"ID":"{cid}","Type":"{"with other car" if other else "with environment"}",'
+            f'"Time":"{self.clock.format(now_ns)}","OtherDriverGUID":"{other.guid if other else ""}",'
+            f'"OtherDriverName":{go_str(other.name) if other else chr(34) * 2},"Speed":{go_float64(speed)}'
+        )
         if self.v2:
             rec += f',"DamageZones":{dzj},"OtherDamageZones":{odzj}'
         rec += "}"
         d.collisions.append(rec)
         d.cache = None
         if other is not None:
-            msg = (f'{{"CarID":{d.car_id},"OtherCarID":{other.car_id},"ImpactSpeed":{go_float32(impact)},'
-                   f'"WorldPos":{wp},"RelPos":{rp}')
+            msg = (
+                f'{{"CarID":{d.car_id},"OtherCarID":{other.car_id},"ImpactSpeed":{go_float32(impact)},'
+                f'"WorldPos":{wp},"RelPos":{rp}'
+            )
             if self.v2:
                 msg += f',"DamageZones":{dzj},"OtherDamageZones":{odzj}'
             frame = f'{{"EventType":10,"Message":{msg}}}}}'
@@ -1187,10 +1571,29 @@ EV_NONE, EV_SPLIT0, EV_SPLIT1, EV_LAP, EV_PIT_ENTRY, EV_BOX, EV_PIT_EXIT = range
 PIT_SPEED = 60 / 3.6
 S_PIT_IN, S_BOX, S_PIT_OUT = -0.045, 0.012, 0.045
 
-_CHAT_LINES = ("hi all", "good luck everyone", "gl hf", "sorry, my fault", "nice move", "blue flag pls",
-               "lag spike, sorry", "brb", "anyone else stuttering?", "close one!", "track is getting slippery",
-               "tyres are gone", "great racing <3", "Fish & chips after this?", "gg", "box box", "thanks for the gap",
-               "mirrors!", "what pressures are you running?", "ouch", "sorry for the tap")
+_CHAT_LINES = (
+    "hi all",
+    "good luck everyone",
+    "gl hf",
+    "sorry, my fault",
+    "nice move",
+    "blue flag pls",
+    "lag spike, sorry",
+    "brb",
+    "anyone else stuttering?",
+    "close one!",
+    "track is getting slippery",
+    "tyres are gone",
+    "great racing <3",
+    "Fish & chips after this?",
+    "gg",
+    "box box",
+    "thanks for the gap",
+    "mirrors!",
+    "what pressures are you running?",
+    "ouch",
+    "sorry for the tap",
+)
 
 
 @dataclass
@@ -1207,8 +1610,19 @@ class PitPlan:
 class CarSim:
     """One entry-list slot (CarID): its drivers, pace model and motion along the track."""
 
-    def __init__(self, sim: EmperorSimulator, car_id: int, model: CarModel, drivers: list[DriverSpec], skin: str,
-                 race_number: int, class_id: str, pace: list[float], consistency: float, tyres: str) -> None:
+    def __init__(
+        self,
+        sim: EmperorSimulator,
+        car_id: int,
+        model: CarModel,
+        drivers: list[DriverSpec],
+        skin: str,
+        race_number: int,
+        class_id: str,
+        pace: list[float],
+        consistency: float,
+        tyres: str,
+    ) -> None:
         self.sim = sim
         self.car_id = car_id
         self.model = model
@@ -1266,20 +1680,25 @@ class CarSim:
         fl = math.floor(p)
         return fl + self.sim.track.tau_at(p - fl)
 
-    def _race_leg(self, t0: int, p0: float, p1: float, factor: float, ev: int, extra_ms: int = 0) -> list[Any]:
+    def _race_leg(
+        self, t0: int, p0: float, p1: float, factor: float, ev: int, extra_ms: int = 0
+    ) -> list[Any]:
         tau0, tau1 = self._tau(p0), self._tau(p1)
         dur = max(1, round((tau1 - tau0) * self.target_lap_ms() * factor) + extra_ms)
         return [t0, t0 + dur, p0, p1, RACE, tau0, tau1, ev, self.lateral, self.lateral]
 
-    def _linear_leg(self, t0: int, p0: float, p1: float, ev: int, lat0: float, lat1: float,
-                    speed: float = PIT_SPEED) -> list[Any]:
+    def _linear_leg(
+        self, t0: int, p0: float, p1: float, ev: int, lat0: float, lat1: float, speed: float = PIT_SPEED
+    ) -> list[Any]:
         dur = max(1, round(abs(p1 - p0) * self.sim.track.length / speed * 1000))
         return [t0, t0 + dur, p0, p1, LINEAR, 0.0, 0.0, ev, lat0, lat1]
 
     def hold(self, t0: int, p: float, lat: float, until: int | None = None) -> None:
         """Replace the motion by a stationary hold at progress ``p``."""
         self.legs.clear()
-        self._start_leg([t0, until if until is not None else 1 << 62, p, p, HOLD, 0.0, 0.0, EV_NONE, lat, lat])
+        self._start_leg(
+            [t0, until if until is not None else 1 << 62, p, p, HOLD, 0.0, 0.0, EV_NONE, lat, lat]
+        )
 
     def _lap_noise(self) -> tuple[float, list[float], int, int]:
         rng = self.rng
@@ -1331,7 +1750,9 @@ class CarSim:
                 leg = self._linear_leg(t, k + 1 + S_PIT_IN, k + 1.0, EV_LAP, 0.0, self.sim.pit_lat)
                 legs.append(leg)
                 t = leg[1]
-                legs.append(self._linear_leg(t, k + 1.0, k + 1 + S_BOX, EV_BOX, self.sim.pit_lat, self.sim.pit_lat))
+                legs.append(
+                    self._linear_leg(t, k + 1.0, k + 1 + S_BOX, EV_BOX, self.sim.pit_lat, self.sim.pit_lat)
+                )
                 self.pending_plan = plan
                 break
             leg = self._race_leg(t, p, target, factor, ev, extra)
@@ -1416,11 +1837,20 @@ class EmperorSimulator:
     seconds since :meth:`client_connect`.  :meth:`truth` gives the expected end state.
     """
 
-    def __init__(self, flavour: str = "v2x", seed: int = 1, track: str = "ks_brands_hatch/indy",
-                 server_name: str = "Example League | Sunday Cup", start: str = "2024-06-01T18:00:00",
-                 utc_offset_min: int | None = None, interval_ms: int = 1000, damage: int = 100,
-                 split_snapshots: bool | None = None, periodic_s: float | None = None,
-                 url: str | None = None) -> None:
+    def __init__(
+        self,
+        flavour: str = "v2x",
+        seed: int = 1,
+        track: str = "ks_brands_hatch/indy",
+        server_name: str = "Example League | Sunday Cup",
+        start: str = "2024-06-01T18:00:00",
+        utc_offset_min: int | None = None,
+        interval_ms: int = 1000,
+        damage: int = 100,
+        split_snapshots: bool | None = None,
+        periodic_s: float | None = None,
+        url: str | None = None,
+    ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}")
         self.flavour = flavour
@@ -1486,17 +1916,35 @@ class EmperorSimulator:
                     self.last_200_ms = ms
 
     # ------------------------------------------------------------------ entries
-    def add_car(self, car_id: int, model: str, drivers: list[DriverSpec], *, skin: str | None = None,
-                race_number: int | None = None, class_id: str | None = None, pace: float | list[float] = 1.0,
-                consistency: float = 0.006, tyres: str | None = None) -> CarSim:
+    def add_car(
+        self,
+        car_id: int,
+        model: str,
+        drivers: list[DriverSpec],
+        *,
+        skin: str | None = None,
+        race_number: int | None = None,
+        class_id: str | None = None,
+        pace: float | list[float] = 1.0,
+        consistency: float = 0.006,
+        tyres: str | None = None,
+    ) -> CarSim:
         """Add an entry-list slot with its driver(s); ``pace`` multiplies the car's reference lap."""
         cm = CAR_MODELS[model]
         if isinstance(pace, int | float):
             pace = [float(pace)] * len(drivers)
-        car = CarSim(self, car_id, cm, list(drivers), skin or cm.skins[car_id % len(cm.skins)],
-                     race_number if race_number is not None else car_id + 1,
-                     class_id or "00000000-0000-0000-0000-000000000000", list(pace), consistency,
-                     tyres or cm.tyres[min(1, len(cm.tyres) - 1)])
+        car = CarSim(
+            self,
+            car_id,
+            cm,
+            list(drivers),
+            skin or cm.skins[car_id % len(cm.skins)],
+            race_number if race_number is not None else car_id + 1,
+            class_id or "00000000-0000-0000-0000-000000000000",
+            list(pace),
+            consistency,
+            tyres or cm.tyres[min(1, len(cm.tyres) - 1)],
+        )
         car.phase = self.rng.randrange(0, self.interval_ms) if self.interval_ms > 1 else 0
         self.cars[car_id] = car
         return car
@@ -1531,14 +1979,21 @@ class EmperorSimulator:
         """Chat from the driver in ``car_id`` (``None``: an admin broadcast as CarID 0)."""
         self.at(t, self._do_chat, car_id, text)
 
-    def collision(self, t: float, car_id: int, other: int | None = None, impact_kmh: float | None = None,
-                  loss_s: float | None = None) -> None:
+    def collision(
+        self,
+        t: float,
+        car_id: int,
+        other: int | None = None,
+        impact_kmh: float | None = None,
+        loss_s: float | None = None,
+    ) -> None:
         """Contact of ``car_id`` with a wall (``11``) or with car ``other`` (``10``); ``other=-1`` picks the
         nearest car on track (falls back to a wall hit)."""
         self.at(t, self._do_collision, car_id, other, impact_kmh, loss_s)
 
-    def weather(self, t: float, ambient: int | None = None, road: int | None = None,
-                graphics: str | None = None) -> None:
+    def weather(
+        self, t: float, ambient: int | None = None, road: int | None = None, graphics: str | None = None
+    ) -> None:
         """Change temperatures/weather; the manager notices it at its next 30-s poll."""
         self.at(t, self._do_weather, ambient, road, graphics)
 
@@ -1546,8 +2001,9 @@ class EmperorSimulator:
         """Stop at the end of car lap ``lap`` (``101`` when ``tyres`` is given, v2 only)."""
         self.cars[car_id].pit_plans[lap] = PitPlan(lap, stop_s, tyres)
 
-    def driver_swap(self, car_id: int, lap: int, to_driver: int, tyres: str | None = None,
-                    swap_s: float = 30.0) -> None:
+    def driver_swap(
+        self, car_id: int, lap: int, to_driver: int, tyres: str | None = None, swap_s: float = 30.0
+    ) -> None:
         """At the end of car lap ``lap`` the car pits and driver ``to_driver`` takes over."""
         self.cars[car_id].pit_plans[lap] = PitPlan(lap, 0.0, tyres, to_driver, swap_s)
 
@@ -1677,8 +2133,11 @@ class EmperorSimulator:
 
     def _do_weather(self, ms: int, ambient: int | None, road: int | None, graphics: str | None) -> None:
         rc = self.rc
-        self.pending_weather = (ambient if ambient is not None else rc.ambient,
-                                road if road is not None else rc.road, graphics or rc.weather)
+        self.pending_weather = (
+            ambient if ambient is not None else rc.ambient,
+            road if road is not None else rc.road,
+            graphics or rc.weather,
+        )
 
     def _auto_end(self, ms: int, gen: int) -> None:
         if gen == self.poll_gen:
@@ -1695,7 +2154,16 @@ class EmperorSimulator:
 
     def _driver_args(self, car: CarSim) -> tuple:
         d = car.driver
-        return (d.guid, d.name, car.car_id, car.model.model, car.skin, car.tyres, car.race_number, car.class_id)
+        return (
+            d.guid,
+            d.name,
+            car.car_id,
+            car.model.model,
+            car.skin,
+            car.tyres,
+            car.race_number,
+            car.class_id,
+        )
 
     def _do_connect(self, ms: int, car_id: int, driver: int) -> None:
         car = self.cars[car_id]
@@ -1756,8 +2224,9 @@ class EmperorSimulator:
         x, y, z, tx, tz, _ = self.track.point(p - math.floor(p), car.lateral_at(ms))
         return p, x, y, z, tx * speed, tz * speed, speed, kind
 
-    def _do_collision(self, ms: int, car_id: int, other: int | None, impact: float | None,
-                      loss: float | None) -> None:
+    def _do_collision(
+        self, ms: int, car_id: int, other: int | None, impact: float | None, loss: float | None
+    ) -> None:
         car = self.cars[car_id]
         rc = self.rc
         d = rc.by_car(car_id)
@@ -1783,8 +2252,11 @@ class EmperorSimulator:
         if impact is None:
             impact = self.rng.uniform(15, 70) if od else min(speed * 3.6 * 0.6, 120)
         impact_units = impact if self.v2 else impact / 3.6
-        rel = (round(self.rng.uniform(-0.9, 0.9), 2), round(self.rng.uniform(0.05, 0.4), 2),
-               round(self.rng.uniform(-2.2, 2.2), 2))
+        rel = (
+            round(self.rng.uniform(-0.9, 0.9), 2),
+            round(self.rng.uniform(0.05, 0.4), 2),
+            round(self.rng.uniform(-2.2, 2.2), 2),
+        )
         car.delay(round((loss if loss is not None else self.rng.uniform(1.0, 4.0)) * 1000))
         self._emit(ms, rc.on_collision(d, od, impact_units, (x, y, z), rel, self.wall(ms)))
 
@@ -1847,7 +2319,9 @@ class EmperorSimulator:
             for i, r in enumerate(by_spline):
                 behind = by_spline[i - 1]
                 gapl = (r[3] - behind[3]) % 1.0
-                r[1].blue = race and self.state == "running" and behind[5] > r[5] + 0.5 and gapl < 0.012 and n > 1
+                r[1].blue = (
+                    race and self.state == "running" and behind[5] > r[5] + 0.5 and gapl < 0.012 and n > 1
+                )
 
     def _tick(self, ms: int, car_id: int, gen: int) -> None:
         car = self.cars[car_id]
@@ -1888,10 +2362,16 @@ class EmperorSimulator:
                 d.spline_json = spline_j
             return
         if not self.v2:
-            self._out.append((ms, (
-                f'{{"EventType":53,"Message":{{"CarID":{car_id},"Pos":{pos},'
-                f'"Velocity":{{"X":{go_float32(vx)},"Y":0,"Z":{go_float32(vz)}}},"Gear":{gear},'
-                f'"EngineRPM":{rpm},"NormalisedSplinePos":{spline_j}}}}}')))
+            self._out.append(
+                (
+                    ms,
+                    (
+                        f'{{"EventType":53,"Message":{{"CarID":{car_id},"Pos":{pos},'
+                        f'"Velocity":{{"X":{go_float32(vx)},"Y":0,"Z":{go_float32(vz)}}},"Gear":{gear},'
+                        f'"EngineRPM":{rpm},"NormalisedSplinePos":{spline_j}}}}}'
+                    ),
+                )
+            )
             return
         self._refresh_order(ms)
         in_pits = kind == LINEAR or car.in_pits
@@ -1907,15 +2387,21 @@ class EmperorSimulator:
         d.delta_self = car.delta // 2
         d.ping = car.ping
         heading = math.atan2(vx, vz) if speed > 0.1 else 0.0
-        self._out.append((ms, (
-            f'{{"EventType":53,"Message":{{"CarID":{car_id},"Pos":{pos},'
-            f'"Velocity":{{"X":{go_float32(vx)},"Y":0,"Z":{go_float32(vz)}}},'
-            f'"Rotation":{{"X":{go_float32(heading)},"Y":0,"Z":0}},"Gear":{gear},"EngineRPM":{rpm},'
-            f'"NormalisedSplinePos":{spline_j},"SteerAngle":{steer},"StatusBytes":{d.status},'
-            f'"RacePosition":{car.race_position},"Gap":{go_str(car.gap)},"DeltaToBest":{car.delta},'
-            f'"DeltaToSelf":{car.delta // 2},"BlueFlag":{"true" if d.blue else "false"},'
-            f'"IsInPits":{"true" if in_pits else "false"},"DRSActive":false,'
-            f'"HasCompletedSession":{"true" if d.completed else "false"},"Ping":{car.ping}}}}}')))
+        self._out.append(
+            (
+                ms,
+                (
+                    f'{{"EventType":53,"Message":{{"CarID":{car_id},"Pos":{pos},'
+                    f'"Velocity":{{"X":{go_float32(vx)},"Y":0,"Z":{go_float32(vz)}}},'
+                    f'"Rotation":{{"X":{go_float32(heading)},"Y":0,"Z":0}},"Gear":{gear},"EngineRPM":{rpm},'
+                    f'"NormalisedSplinePos":{spline_j},"SteerAngle":{steer},"StatusBytes":{d.status},'
+                    f'"RacePosition":{car.race_position},"Gap":{go_str(car.gap)},"DeltaToBest":{car.delta},'
+                    f'"DeltaToSelf":{car.delta // 2},"BlueFlag":{"true" if d.blue else "false"},'
+                    f'"IsInPits":{"true" if in_pits else "false"},"DRSActive":false,'
+                    f'"HasCompletedSession":{"true" if d.completed else "false"},"Ping":{car.ping}}}}}'
+                ),
+            )
+        )
 
     # ------------------------------------------------------------------ car events
     def _car_event(self, car: CarSim, ev: int, ms: int) -> None:
@@ -1981,8 +2467,11 @@ class EmperorSimulator:
         self._emit(ms, frames)
 
     def _check_race_end(self, ms: int) -> None:
-        running = [c for c in self.cars.values() if c.loaded and not c.finished and c.leg is not None
-                   and not (c.leg[4] == HOLD and c.in_pits)]
+        running = [
+            c
+            for c in self.cars.values()
+            if c.loaded and not c.finished and c.leg is not None and not (c.leg[4] == HOLD and c.in_pits)
+        ]
         if not running:
             self._push(ms + 25_000, self._auto_end, self.poll_gen)
 
@@ -2124,36 +2613,42 @@ class EmperorSimulator:
             drivers = []
             for where, d in ds:
                 c = d.cars.get(d.model)
-                drivers.append({
-                    "guid": d.guid,
-                    "name": d.name,
-                    "connected": where == "connected",
-                    "laps": d.total_laps,
-                    "best_lap": (c.best / 1e9) if c and c.best else None,
-                    "last_lap": (c.last / 1e9) if c and c.last else None,
-                    "pits": d.num_pits if self.v2 else None,
-                })
-            current = next((d["guid"] for d in drivers if d["connected"]), drivers[-1]["guid"] if drivers else None)
+                drivers.append(
+                    {
+                        "guid": d.guid,
+                        "name": d.name,
+                        "connected": where == "connected",
+                        "laps": d.total_laps,
+                        "best_lap": (c.best / 1e9) if c and c.best else None,
+                        "last_lap": (c.last / 1e9) if c and c.last else None,
+                        "pits": d.num_pits if self.v2 else None,
+                    }
+                )
+            current = next(
+                (d["guid"] for d in drivers if d["connected"]), drivers[-1]["guid"] if drivers else None
+            )
             model = car.model if car else CAR_MODELS[ds[0][1].model]
-            cars.append({
-                "car_id": car_id,
-                "number": str(car.race_number if (car and self.v2) else car_id),
-                "race_number": (car.race_number if car else None) if self.v2 else None,
-                "car_model": model.model,
-                "car_name": model.name,
-                "class_id": (car.class_id if car else "") if self.v2 else None,
-                "drivers": drivers,
-                "current_driver": current,
-                "connected": any(d["connected"] for d in drivers),
-                "laps": len(recs),
-                "lap_times": laps,
-                "cut_laps": [i + 1 for i, r in enumerate(recs) if r["cuts"]],
-                "last_lap": laps[-1] if laps else None,
-                "best_lap": min(valid) / 1000.0 if valid else None,
-                "pits": (car.stops if car else 0) if self.v2 else None,
-                "finished": bool(car and car.finished),
-                "_last_cross": recs[-1]["at_ms"] if recs else 0,
-            })
+            cars.append(
+                {
+                    "car_id": car_id,
+                    "number": str(car.race_number if (car and self.v2) else car_id),
+                    "race_number": (car.race_number if car else None) if self.v2 else None,
+                    "car_model": model.model,
+                    "car_name": model.name,
+                    "class_id": (car.class_id if car else "") if self.v2 else None,
+                    "drivers": drivers,
+                    "current_driver": current,
+                    "connected": any(d["connected"] for d in drivers),
+                    "laps": len(recs),
+                    "lap_times": laps,
+                    "cut_laps": [i + 1 for i, r in enumerate(recs) if r["cuts"]],
+                    "last_lap": laps[-1] if laps else None,
+                    "best_lap": min(valid) / 1000.0 if valid else None,
+                    "pits": (car.stops if car else 0) if self.v2 else None,
+                    "finished": bool(car and car.finished),
+                    "_last_cross": recs[-1]["at_ms"] if recs else 0,
+                }
+            )
         if race:
             cars.sort(key=lambda c: (-c["laps"], c["_last_cross"] if c["laps"] else 0, c["car_id"]))
         else:
@@ -2167,9 +2662,16 @@ class EmperorSimulator:
             for g in sorted(dm.drivers):
                 d = dm.drivers[g]
                 c = d.cars.get(d.model)
-                acsm[g] = {"name": d.name, "car_id": d.car_id, "map": where, "position": d.position,
-                           "total_laps": d.total_laps, "num_laps": c.num_laps if c else 0,
-                           "best_lap_ns": c.best if c else 0, "last_lap_ns": c.last if c else 0}
+                acsm[g] = {
+                    "name": d.name,
+                    "car_id": d.car_id,
+                    "map": where,
+                    "position": d.position,
+                    "total_laps": d.total_laps,
+                    "num_laps": c.num_laps if c else 0,
+                    "best_lap_ns": c.best if c else 0,
+                    "last_lap_ns": c.last if c else 0,
+                }
         best = [c["best_lap"] for c in cars if c["best_lap"]]
         return {
             "flavour": self.flavour,
@@ -2194,8 +2696,12 @@ class EmperorSimulator:
         c = self.connect_ms if self.connect_ms is not None else self.planned_connect_ms
         ns = self.base_ns + c * 1_000_000
         dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
-        return {"capture": 1, "source": "emperor", "url": self.url,
-                "started": dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+        return {
+            "capture": 1,
+            "source": "emperor",
+            "url": self.url,
+            "started": dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        }
 
 
 # =====================================================================================
@@ -2205,9 +2711,17 @@ class EmperorSimulator:
 _DEMO_TRACK_FOR = {True: "ks_red_bull_ring/layout_gp", False: "ks_brands_hatch/indy"}
 
 
-def build_race(flavour: str = "v2x", cars: int = 20, minutes: float | None = 25.0, laps: int | None = None,
-               seed: int = 1, rate: float = 1.0, track: str | None = None, events: bool = True,
-               split_snapshots: bool | None = None) -> EmperorSimulator:
+def build_race(
+    flavour: str = "v2x",
+    cars: int = 20,
+    minutes: float | None = 25.0,
+    laps: int | None = None,
+    seed: int = 1,
+    rate: float = 1.0,
+    track: str | None = None,
+    events: bool = True,
+    split_snapshots: bool | None = None,
+) -> EmperorSimulator:
     """A complete race weekend tail: drivers join, race ``50`` with grid wait, the race with pit stops,
     driver swaps (multi-driver cars), collisions, chat and weather, the chequered flag and session end.
 
@@ -2218,16 +2732,25 @@ def build_race(flavour: str = "v2x", cars: int = 20, minutes: float | None = 25.
         raise ValueError("cars must be 1..254")
     rng = random.Random(seed * 31 + 7)
     long_race = (minutes or 0) >= 60
-    track = track or ("ks_red_bull_ring/layout_gp" if (minutes or 0) >= 20 or (laps or 0) >= 15
-                      else "ks_brands_hatch/indy")
-    sim = EmperorSimulator(flavour, seed, track, server_name=f"Example League | {'Endurance' if long_race else 'Sprint'} Cup",
-                           interval_ms=max(50, round(1000 / rate)), split_snapshots=split_snapshots,
-                           start="2024-06-01T19:00:00")
+    track = track or (
+        "ks_red_bull_ring/layout_gp" if (minutes or 0) >= 20 or (laps or 0) >= 15 else "ks_brands_hatch/indy"
+    )
+    sim = EmperorSimulator(
+        flavour,
+        seed,
+        track,
+        server_name=f"Example League | {'Endurance' if long_race else 'Sprint'} Cup",
+        interval_ms=max(50, round(1000 / rate)),
+        split_snapshots=split_snapshots,
+        start="2024-06-01T19:00:00",
+    )
     tr = sim.track
     gt3 = [m for m in CAR_MODELS.values() if m.car_class == "GT3"]
     gt4 = [m for m in CAR_MODELS.values() if m.car_class == "GT4"]
-    class_ids = {"GT3": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                 "GT4": str(uuid.UUID(int=rng.getrandbits(128), version=4))}
+    class_ids = {
+        "GT3": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "GT4": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+    }
     n_drivers_per = [1] * cars
     for i in range(cars):
         if long_race:
@@ -2244,13 +2767,21 @@ def build_race(flavour: str = "v2x", cars: int = 20, minutes: float | None = 25.
     k = 0
     for i in range(cars):
         model = rng.choice(gt4) if (i >= cars * 0.7 and cars >= 6) else rng.choice(gt3)
-        ds = pool[k:k + n_drivers_per[i]]
+        ds = pool[k : k + n_drivers_per[i]]
         k += n_drivers_per[i]
         base = 1.0 + abs(rng.gauss(0, 0.012))
         pace = [base + abs(rng.gauss(0, 0.006)) for _ in ds]
-        sim.add_car(i, model.model, ds, race_number=numbers[i], class_id=class_ids[model.car_class],
-                    pace=pace, consistency=rng.uniform(0.003, 0.008),
-                    skin=model.skins[rng.randrange(len(model.skins))], tyres="S" if model.tyres != ("SM",) else "SM")
+        sim.add_car(
+            i,
+            model.model,
+            ds,
+            race_number=numbers[i],
+            class_id=class_ids[model.car_class],
+            pace=pace,
+            consistency=rng.uniform(0.003, 0.008),
+            skin=model.skins[rng.randrange(len(model.skins))],
+            tyres="S" if model.tyres != ("SM",) else "SM",
+        )
         # pit strategy
         if events and race_laps >= 8:
             stint = max(6, int(3600 / lap_s_guess)) if long_race else max(4, race_laps // 2)
@@ -2267,7 +2798,9 @@ def build_race(flavour: str = "v2x", cars: int = 20, minutes: float | None = 25.
                     break
     # timeline: previous session with everybody connected, then the race session
     quali = SessionSpec("Qualify", 2, 10, 0, 0, 21, 27, "3_clear", 1, 3, track)
-    race = SessionSpec("Race", 3, 0 if laps else int(minutes or 25), laps or 0, 60, 21, 28, "3_clear", 2, 3, track)
+    race = SessionSpec(
+        "Race", 3, 0 if laps else int(minutes or 25), laps or 0, 60, 21, 28, "3_clear", 2, 3, track
+    )
     sim.new_session(0.0, quali, auto_end=False)
     t = 2.0
     for i in range(cars):
@@ -2319,9 +2852,13 @@ def capture_line(t: float, text: str) -> str:
     return '{"t": ' + repr(t) + ', "data": ' + json.dumps(text) + "}\n"
 
 
-def write_capture(frames: Iterable[tuple[float, str]], out: str | os.PathLike[str] | IO[str],
-                  header: dict[str, Any] | None = None, compresslevel: int = 6,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+def write_capture(
+    frames: Iterable[tuple[float, str]],
+    out: str | os.PathLike[str] | IO[str],
+    header: dict[str, Any] | None = None,
+    compresslevel: int = 6,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
     """Write a capture (header line, then one line per frame); gzip when the path ends in ``.gz``.
 
     Streams: frames are consumed one by one.  Returns ``(frames, bytes of text written)``.  Gzip
