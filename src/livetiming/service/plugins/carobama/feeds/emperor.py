@@ -132,7 +132,6 @@ from datetime import datetime
 from typing import Any
 
 from livetiming.racing import FlagStatus
-
 from livetiming.service.plugins.carobama.model import (
     CarState,
     Entry,
@@ -384,6 +383,7 @@ class _Driver:
         "counted_ns",
         "counted_pits",
         "best_ns",
+        "counters_seen",
     )
 
     def __init__(self, guid: str, name: str) -> None:
@@ -396,6 +396,7 @@ class _Driver:
         self.counted_ns = 0
         self.counted_pits = 0
         self.best_ns: int | None = None
+        self.counters_seen = False
 
 
 class _Car:
@@ -615,6 +616,8 @@ class EmperorFeed:
         self._new_laps: list[tuple[_Car, Lap, bool]] = []
         self._snap_claimed: set[int] = set()
         self._created: _Car | None = None
+        #: True when this session's start (its 50) was seen, so every car's starting place is known.
+        self._from_start = False
         self._model.entries = []
         self._model.best_lap = None
         self._model.best_sectors = []
@@ -759,7 +762,7 @@ class EmperorFeed:
                             EventKind.LEAVE,
                             ts,
                             driver.car,
-                            f"{driver.name} left the server",
+                            f"#{driver.car.entry.number} ({driver.name}) left the server",
                             driver=driver.name,
                             inferred=True,
                         )
@@ -780,7 +783,9 @@ class EmperorFeed:
 
         for car in list(self._cars.values()):
             entry = car.entry
-            entry.connected = car.current is not None and car.current.connected and car.car_id in live
+            entry.connected = (
+                car.current is not None and car.current.connected and live.get(car.car_id) is car  # type: ignore[arg-type]
+            )
             if not car.present and not entry.connected and not entry.laps:
                 self._drop(car)
         self._finish_update(ts, events)
@@ -802,14 +807,15 @@ class EmperorFeed:
         if car_id is not None and not 0 <= car_id < 65536:
             car_id = None
         driver = self._drivers.get(guid)
-        first_sight = driver is None
         if driver is None:
             driver = _Driver(guid, name)
             self._drivers[guid] = driver
         driver.name = name
         driver.connected = connected
         loaded_raw = raw.get("LoadedTime")
-        if connected:
+        if connected and not driver.loaded:
+            # Sticky until the driver disconnects: v1 zeroes LoadedTime on a session change although
+            # nobody reloads (no 58 follows), and a 53 from the car also proves it is loaded.
             if "LoadedTime" in raw:
                 driver.loaded = (
                     type(loaded_raw) is str
@@ -829,10 +835,10 @@ class EmperorFeed:
         if self._created is car:
             if not connected:
                 entry.in_pits = False
-            elif initial:
-                entry.in_pits = not driver.loaded
-            else:
+            elif self._from_start:
                 entry.in_pits = self._model.session.type is not SessionType.RACE
+            else:  # joined mid-session: on track unless still loading
+                entry.in_pits = not driver.loaded
 
         cars = _dict(raw.get("Cars"))
         model_id = _str(info.get("CarModel"))
@@ -853,7 +859,7 @@ class EmperorFeed:
             total_laps = laps_sum
         pits = _counter(raw.get("NumPits"))
 
-        if first_sight and car.entry.laps and total_laps == len(car.entry.laps) and not initial:
+        if not driver.counters_seen and car.entry.laps and total_laps == len(car.entry.laps) and not initial:
             # A v2.x manager that carries the car's counters over to the new driver.
             driver.counted_laps = total_laps
             driver.counted_ns = total_ns
@@ -861,6 +867,8 @@ class EmperorFeed:
 
         if car.current is driver or car.current is None:
             self._apply_car_info(car, driver, info, ts, events)
+
+        driver.counters_seen = True
 
         # Laps.
         delta = total_laps - driver.counted_laps
@@ -1039,15 +1047,20 @@ class EmperorFeed:
     def _completed_sectors(self, car: _Car, current: dict, lap_time: float | None) -> list[float | None]:
         """Sector times of the lap that just ended.
 
-        Tried in turn: the new snapshot's ``CurrentLapSplits`` if they still hold the whole lap;
-        the previous snapshot's splits with the last sector derived from the lap time; the
+        The number of sectors is the most seen anywhere (splits of the current lap, the driver's
+        best splits, earlier laps). Tried in turn: the new snapshot's ``CurrentLapSplits`` if they
+        still hold the whole lap; the previous snapshot's splits completed with the lap time minus
+        the known sectors (ACSM sends a snapshot per split, so the final split of a lap is never
+        seen before the lap ends; on the first lap this also reveals the last sector); the
         driver's ``BestLapSplits`` when they add up to this lap. A candidate must have every sector
         and add up to the lap time (±50 ms). Otherwise the sectors seen are returned as they are.
         """
         new = _splits(current.get("CurrentLapSplits")) if "CurrentLapSplits" in current else {}
-        count = max(self._model.sector_count, max(new) + 1 if new else 0)
-        if count == 0:
-            return []
+        best_lap = _splits(current.get("BestLapSplits"))
+        count = self._model.sector_count
+        for seen in (new, best_lap, _splits(current.get("BestSplits"))):
+            if seen:
+                count = max(count, max(seen) + 1)
 
         def complete(candidate: dict[int, float]) -> bool:
             return len(candidate) == count and (
@@ -1055,11 +1068,17 @@ class EmperorFeed:
             )
 
         previous = dict(car.splits)
-        if lap_time is not None and len(previous) == count - 1 and (count - 1) not in previous:
+        if lap_time is not None and previous and max(previous) + 1 == len(previous):
             rest = lap_time - sum(previous.values())
-            if rest > 0:
+            if len(previous) == count - 1 and rest > 0:
                 previous[count - 1] = rest
-        best_lap = _splits(current.get("BestLapSplits"))
+            elif len(previous) >= count and rest > 0.5:
+                previous[len(previous)] = rest  # the lap had one sector more than seen so far
+                count = len(previous)
+        if count > self._model.sector_count:
+            self._model.sector_count = count
+        if count == 0:
+            return []
         for candidate in (new, previous, best_lap if lap_time is not None else {}):
             if candidate and complete(candidate):
                 return [candidate.get(index) for index in range(count)]
@@ -1167,11 +1186,12 @@ class EmperorFeed:
         return car
 
     def _unique_number(self, base: str) -> str:
+        """``base``, or ``base`` + "b", "c", … (then "-27", "-28", …) when already in use."""
         number = base
-        letter = 1
+        suffix = 1
         while number in self._numbers:
-            number = base + "bcdefghijklmnopqrstuvwxyz"[min(letter - 1, 24)] * (1 + (letter - 1) // 25)
-            letter += 1
+            suffix += 1
+            number = f"{base}{chr(ord('a') + suffix - 1)}" if suffix <= 26 else f"{base}-{suffix}"
         self._numbers.add(number)
         return number
 
@@ -1181,7 +1201,7 @@ class EmperorFeed:
         if race_number is None or race_number <= 0 or entry.laps:
             return
         wanted = str(race_number)
-        if entry.number == wanted or entry.number.rstrip("bcdefghijklmnopqrstuvwxyz") == wanted:
+        if entry.number == wanted:
             return
         self._numbers.discard(entry.number)
         entry.number = self._unique_number(wanted)
@@ -1459,6 +1479,7 @@ class EmperorFeed:
         looped = self._info is not None and self._start_raw is not None and self._info.loops_into(info)
         self._begin_session(info, ts, looped=looped, events=events, initial=self._generation == 0)
         self._awaiting_start = True
+        self._from_start = True
         self._model.session.started_at = None
         self._clock_sample(info, ts)
         self._refresh_clock(ts)
@@ -1591,7 +1612,10 @@ class EmperorFeed:
             entry.in_pits = True  # joining drivers spawn in their garage
         car.out_lap = False
         events.insert(
-            0, self._event(EventKind.JOIN, ts, car, f"{name} joined the server", driver=name, guid=guid)
+            0,
+            self._event(
+                EventKind.JOIN, ts, car, f"{self._label(car)} joined the server", driver=name, guid=guid
+            ),
         )
         pending = self._pending.pop(car_id, None)
         if pending is not None:
@@ -1630,7 +1654,12 @@ class EmperorFeed:
         entry.state = self._state(car)
         return [
             self._event(
-                EventKind.LEAVE, ts, car, f"{driver.name} left the server", driver=driver.name, guid=guid
+                EventKind.LEAVE,
+                ts,
+                car,
+                f"#{entry.number} ({driver.name}) left the server",
+                driver=driver.name,
+                guid=guid,
             )
         ]
 
@@ -1672,6 +1701,11 @@ class EmperorFeed:
                 self._pending[car_id] = (message, ts)
             return []
         entry = car.entry
+        events: list[FeedEvent] = []
+        current = car.current
+        if current is not None and not current.loaded:
+            current.loaded = True  # position reports only come from cars on the server
+            entry.state = self._state(car)
         pos = message.get("Pos")
         x = z = None
         if type(pos) is dict:
@@ -1691,6 +1725,8 @@ class EmperorFeed:
             speed = math.sqrt(vx * vx + vy * vy + vz * vz) * 3.6
             if speed < _MAX_KMH:
                 entry.speed = speed
+                if speed > _MOVING_KMH and not entry.in_pits:
+                    car.has_run = True  # out on track: a later pit entry is a pit stop
                 if speed > car.lap_vmax:
                     car.lap_vmax = speed
                     if entry.top_speed is None or speed > entry.top_speed:
@@ -1700,7 +1736,6 @@ class EmperorFeed:
         spline = message.get("NormalisedSplinePos")
         if type(spline) is float or type(spline) is int:
             entry.spline = _num(spline)
-        events: list[FeedEvent] = []
         in_pits = message.get("IsInPits")
         if type(in_pits) is bool:
             car.pits_reported = True
@@ -1708,16 +1743,15 @@ class EmperorFeed:
                 self._set_pits(car, in_pits, ts, events)
         elif not car.pits_reported and x is not None and z is not None and speed is not None:
             self._infer_pits(car, x, z, speed, ts, events)
-        if len(message) > 8:  # v2e+ fields
-            race_position = message.get("RacePosition")
-            if type(race_position) is int:
-                entry.reported_position = race_position if race_position > 0 else None
-            gap = message.get("Gap")
-            if gap is not None and gap != car.gap_text:
-                car.gap_text = gap
-                entry.reported_interval, entry.reported_interval_laps = parse_split(gap)
-            if message.get("HasCompletedSession") is True and not entry.finished:
-                self._mark_finished(car, ts, events)
+        race_position = message.get("RacePosition")  # v2e+ fields from here on
+        if type(race_position) is int:
+            entry.reported_position = race_position if race_position > 0 else None
+        gap = message.get("Gap")
+        if gap is not None and gap != car.gap_text:
+            car.gap_text = gap
+            entry.reported_interval, entry.reported_interval_laps = parse_split(gap)
+        if message.get("HasCompletedSession") is True and not entry.finished:
+            self._mark_finished(car, ts, events)
         return events
 
     def _infer_pits(
