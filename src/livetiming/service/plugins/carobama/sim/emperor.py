@@ -1674,7 +1674,7 @@ class CarSim:
         """Lap time this car aims for now (pace of driver and car, tyre wear)."""
         t = self.sim.track
         base = t.spec.gt3_lap_s * 1000.0 * self.model.pace * self.pace[self.driver_idx]
-        return base * (1.0 + 0.0006 * min(self.stint_laps, 40))
+        return base * (1.0 + 0.0003 * min(self.stint_laps, 40))
 
     def _tau(self, p: float) -> float:
         fl = math.floor(p)
@@ -2262,8 +2262,9 @@ class EmperorSimulator:
 
     # ------------------------------------------------------------------ car updates
     def _refresh_order(self, ms: int, force: bool = False) -> None:
-        """v2: ACSM-like race order (laps, then spline), gaps, blue flags; at most every 250 ms."""
-        if not force and ms - self._order_ms < 250 and self._order_ms >= 0:
+        """v2: ACSM-like race order (laps, then spline), gaps, blue flags; at most once a second
+        (ACSM recomputes a driver's interval at most once a second)."""
+        if not force and ms - self._order_ms < 1000 and self._order_ms >= 0:
             return
         self._order_ms = ms
         rc = self.rc
@@ -2731,7 +2732,7 @@ def build_race(
     if cars < 1 or cars > 254:
         raise ValueError("cars must be 1..254")
     rng = random.Random(seed * 31 + 7)
-    long_race = (minutes or 0) >= 60
+    long_race = (minutes or 0) >= 60 or (laps or 0) >= 40
     track = track or (
         "ks_red_bull_ring/layout_gp" if (minutes or 0) >= 20 or (laps or 0) >= 15 else "ks_brands_hatch/indy"
     )
@@ -2782,20 +2783,21 @@ def build_race(
             skin=model.skins[rng.randrange(len(model.skins))],
             tyres="S" if model.tyres != ("SM",) else "SM",
         )
-        # pit strategy
+        # pit strategy: one stop in a sprint, stints of about 55 minutes in longer races; cars with
+        # several drivers hand over at (some of) their stops
         if events and race_laps >= 8:
-            stint = max(6, int(3600 / lap_s_guess)) if long_race else max(4, race_laps // 2)
-            lap = stint + rng.randint(-2, 2)
+            n_stints = max(2, round((minutes or race_laps * lap_s_guess / 60) / 55)) if long_race else 2
+            stint = race_laps / n_stints
             driver = 0
-            while lap < race_laps - 2:
-                if len(ds) > 1 and (long_race or lap >= race_laps // 3):
+            for stop_no in range(1, n_stints):
+                lap = max(2, round(stop_no * stint) + rng.randint(-2, 2))
+                if lap >= race_laps - 1:
+                    break
+                if len(ds) > 1 and (long_race or stop_no == 1):
                     driver = (driver + 1) % len(ds)
                     sim.driver_swap(i, lap, driver, tyres=rng.choice(("M", "S")))
                 else:
                     sim.pit_stop(i, lap, stop_s=rng.uniform(20, 32), tyres=rng.choice(("M", "H", "S")))
-                lap += stint + rng.randint(-2, 2)
-                if not long_race:
-                    break
     # timeline: previous session with everybody connected, then the race session
     quali = SessionSpec("Qualify", 2, 10, 0, 0, 21, 27, "3_clear", 1, 3, track)
     race = SessionSpec(
