@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from livetiming.racing import FlagStatus
+from livetiming.service.plugins.carobama import ctd
 from livetiming.service.plugins.carobama.feeds import EmperorFeed, parse_split
 from livetiming.service.plugins.carobama.feeds.emperor import parse_time
 from livetiming.service.plugins.carobama.model import CarState, EventKind, FeedEvent, SessionType
@@ -688,6 +689,42 @@ def test_tyre_change_101():
     assert (event.kind, event.data["old"], event.data["new"]) == ("tyre_change", "S", "M")
     assert run.entry("7").tyre == "M"
     assert run.send(6, frame(101, info)) == []
+
+
+def test_tyre_names_flipping_between_short_and_long_forms_are_not_changes():
+    mgr = Manager(version=202)
+    run = Run()
+    mgr.add(0, 0, "Alice Martin", "g1", RaceNumber=7, Tyres="M")
+    run.send(0, mgr.snapshot(0))
+    for t, name in ((1, "Medium"), (2, "M"), (3, "medium")):
+        mgr.d("g1")["CarInfo"]["Tyres"] = name
+        assert run.send(t, mgr.snapshot(t)) == []
+    assert run.entry("7").tyre == "M"
+    mgr.d("g1")["CarInfo"]["Tyres"] = "Super Soft"
+    [change] = run.send(4, mgr.snapshot(4))
+    assert (change.data["old"], change.data["new"]) == ("M", "Super Soft")
+    assert run.send(5, frame(101, dict(mgr.d("g1")["CarInfo"], Tyres="SS"))) == []
+
+
+def test_position_reports_before_the_first_snapshot_are_kept_briefly():
+    mgr = Manager(version=202)
+    mgr.add(0, 0, "Alice Martin", "g1", RaceNumber=7)
+    mgr.add(0, 1, "Bob O'Neil", "g2", RaceNumber=22)
+    mgr.d("g2")["IsInPits"] = True
+    run = Run()
+    run.send(0, car_update(0, 12.0, 34.0, 100.0))  # CarID not known yet: kept
+    run.send(0, car_update(1, 50.0, 60.0, 100.0))
+    run.send(9, car_update(1, 51.0, 61.0, 0.0))
+    events = run.send(10, mgr.snapshot(10))
+    assert (run.entry("7").x, run.entry("7").z) == (None, None)  # 10 s old: dropped
+    assert (run.entry("22").x, run.entry("22").z) == (51.0, 61.0)
+    assert run.entry("22").state is CarState.PIT
+    assert run.of(EventKind.PIT_IN, events) == []  # already in the pits when we arrived, not a stop
+    # Reports for a slot before somebody connects into it are not his.
+    run.send(20, car_update(5, 1.0, 1.0, 90.0))
+    run.send(20.5, mgr.connect(20.5, 5, "Eve Adams", "g5", RaceNumber=5))
+    eve = run.entry("5")
+    assert (eve.x, eve.state) == (None, CarState.PIT)
 
 
 def test_version_56_drops_state_and_waits_for_the_new_session():
@@ -1406,3 +1443,67 @@ def test_pit_count_from_pit_entries_when_the_manager_has_no_counter():
     run.send(210, car_update(0, 5, 50, 60, IsInPits=False))
     run.send(300, car_update(0, 5, 5, 60, IsInPits=True))
     assert run.entry("7").pit_count == 2
+
+
+_JUNK = [
+    None,
+    True,
+    0,
+    -1,
+    2**64,
+    1e308,
+    math.nan,
+    math.inf,
+    "",
+    "x",
+    ZERO,
+    "2024-13-45T99:99:99Z",
+    [],
+    {},
+    255,
+]
+
+
+def _mutate(node: Any, rnd, rate: float) -> Any:
+    """Replace or drop random parts of a decoded frame."""
+    if rnd.random() < rate:
+        return rnd.choice(_JUNK)
+    if isinstance(node, dict):
+        return {k: _mutate(v, rnd, rate) for k, v in node.items() if rnd.random() > rate / 2}
+    if isinstance(node, list):
+        return [_mutate(v, rnd, rate) for v in node if rnd.random() > rate / 2]
+    return node
+
+
+def _sample_frames() -> list[str]:
+    mgr, _run = race_v2()
+    mgr.lap("g1", 150, 90.0, splits=[30.0, 30.0, 30.0])
+    mgr.d("g1").update({"NumPits": 1, "IsInPits": True, "DriverSwap": {"IsInDriverSwap": True}})
+    texts = [mgr.snapshot(151), car_update(0, 1, 2, 100, IsInPits=True, RacePosition=1, Gap="1 lap")]
+    texts += [
+        mgr.chat(152, 0, "Alice Martin", "g1", "hi"),
+        mgr.connect(153, 5, "Eve Adams", "g5", RaceNumber=5),
+    ]
+    texts += [frame(10, {"CarID": 0, "OtherCarID": 1, "ImpactSpeed": 3}), mgr.disconnect("g5"), frame(58, 1)]
+    with EXAMPLE.open(encoding="utf-8") as lines:
+        texts += [json.loads(line)["data"] for line in lines if '"EventType\\":53' not in line][1:]
+    return texts
+
+
+_SAMPLES = _sample_frames()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False), st.sampled_from([0.02, 0.1, 0.3]))
+def test_fuzz_mutated_real_frames_never_raise(rnd, rate):
+    run = Run(team_tag="-york")
+    for index, text in enumerate(_SAMPLES):
+        if rnd.random() < 0.4:
+            text = json.dumps(_mutate(json.loads(text), rnd, rate))
+        for event in run.feed.receive(text, T0 + index):
+            assert "internal error" not in event.text, (event.text, text[:500])
+    model = run.model
+    spec = ctd.column_spec(model)
+    assert all(len(row) == len(spec) for row in ctd.cars(model, spec))
+    ctd.session(model, now=T0 + 10_000)
+    ctd.description(model)

@@ -136,7 +136,7 @@ def session(model: TimingModel, now: float | None = None) -> dict[str, Any]:
         "timeElapsed": round(max(0.0, elapsed), 3) if elapsed is not None else 0,
         "timeRemain": round(remaining, 3) if remaining is not None else None,
     }
-    if current.laps_total:
+    if current.laps_total and current.type is SessionType.RACE:
         block["lapsRemain"] = (
             current.laps_remaining if current.laps_remaining is not None else current.laps_total
         )

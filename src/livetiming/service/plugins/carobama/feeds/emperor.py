@@ -161,6 +161,8 @@ _GARAGE_RADIUS_M = 20.0
 _TELEPORT_MIN_M = 100.0
 _TELEPORT_MAX_GAP_S = 5.0
 _MAX_KMH = 1000.0
+#: A 53 for a CarID not (yet) known is applied when the CarID turns up within this many seconds.
+_PENDING_MAX_AGE_S = 5.0
 
 _SESSION_TYPES = {1: SessionType.PRACTICE, 2: SessionType.QUALIFYING, 3: SessionType.RACE}
 _EVENT_NAMES = {
@@ -358,6 +360,22 @@ def _splits(value: Any) -> dict[int, float]:
     return result
 
 
+_TYRE_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def _tyre_key(name: str) -> str:
+    """Canonical compound for comparisons: "M"/"Medium" → "M", "SS"/"Super Soft"/"SuperSoft" → "SS"."""
+    text = name.strip()
+    if len(text) <= 3:
+        return text.upper()
+    return "".join(word[0].upper() for word in _TYRE_WORDS.findall(text)) or text.upper()
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    """Two lap times are the same (both known and equal to well under a nanosecond)."""
+    return a is not None and b is not None and abs(a - b) < 1e-6
+
+
 def _int_key(key: Any) -> int | None:
     """A decimal map key ("3") as an int."""
     if type(key) is str and key.isdigit() and len(key) < 6:
@@ -521,6 +539,8 @@ class EmperorFeed:
         self._chat_order: deque[tuple] = deque()
         #: Garage spots learnt by pit inference: (track, layout, CarID) -> (x, z).
         self._garages: dict[tuple[str, str, int], tuple[float, float]] = {}
+        #: Latest 53 per CarID not yet mapped to a driver, with its time (kept across session resets).
+        self._pending: dict[int, tuple[dict, float]] = {}
         self._generation = 0
         self._reset_session_state()
         self._info: _Info | None = None
@@ -603,7 +623,6 @@ class EmperorFeed:
         self._cars: dict[str, _Car] = {}
         self._slots: dict[int, _Car] = {}
         self._live: dict[int, _Car] = {}
-        self._pending: dict[int, tuple[dict, float]] = {}
         self._numbers: set[str] = set()
         self._keys_used: set[str] = set()
         self._chequer_laps: dict[str, int] | None = None
@@ -779,7 +798,8 @@ class EmperorFeed:
         for car_id in list(self._pending):
             if car_id in live:
                 pending, when = self._pending.pop(car_id)
-                self._on_car_update(pending, when)
+                if 0 <= ts - when <= _PENDING_MAX_AGE_S:
+                    self._on_car_update(pending, when)
 
         for car in list(self._cars.values()):
             entry = car.entry
@@ -833,7 +853,10 @@ class EmperorFeed:
         car.rank = min(car.rank, rank)
         entry = car.entry
         if self._created is car:
-            if not connected:
+            reported = raw.get("IsInPits")
+            if type(reported) is bool:
+                entry.in_pits = reported or _dict(raw.get("DriverSwap")).get("IsInDriverSwap") is True
+            elif not connected:
                 entry.in_pits = False
             elif self._from_start:
                 entry.in_pits = self._model.session.type is not SessionType.RACE
@@ -952,8 +975,9 @@ class EmperorFeed:
             self._set_tyre(car, tyre, ts, events)
 
     def _set_tyre(self, car: _Car, tyre: str, ts: float, events: list[FeedEvent]) -> None:
+        """A compound change; "M" and "Medium" are the same compound (names flip, §8.2)."""
         entry = car.entry
-        if entry.tyre != tyre:
+        if entry.tyre is None or _tyre_key(entry.tyre) != _tyre_key(tyre):
             old = entry.tyre
             entry.tyre = tyre
             if old is not None:
@@ -1299,8 +1323,8 @@ class EmperorFeed:
         for car, lap, initial in new_laps:
             entry = car.entry
             lap.position = entry.position
-            personal = lap.time is not None and entry.best_lap is not None and lap.time <= entry.best_lap
-            overall = personal and best is not None and lap.time is not None and lap.time <= best
+            personal = _same(lap.time, entry.best_lap)  # a cut lap can be faster than the best
+            overall = personal and _same(lap.time, best)
             events.append(
                 self._event(
                     EventKind.LAP,
@@ -1540,6 +1564,7 @@ class EmperorFeed:
         if version is None:
             return [self._bad(ts, "56 Version Message is not an integer")]
         self._version = version
+        self._pending.clear()
         self._reset_session_state()
         self._info = None
         self._start_raw = None
@@ -1617,9 +1642,7 @@ class EmperorFeed:
                 EventKind.JOIN, ts, car, f"{self._label(car)} joined the server", driver=name, guid=guid
             ),
         )
-        pending = self._pending.pop(car_id, None)
-        if pending is not None:
-            self._on_car_update(pending[0], pending[1])
+        self._pending.pop(car_id, None)  # reports from before this connection are not this driver's
         entry.state = self._state(car)
         return events
 
