@@ -173,7 +173,12 @@ def test_flavour_specific_fields_and_times(name: str) -> None:
     zones = {t[-6:] if t[-6] in "+-" else "Z" for t in times if not t.startswith("0001-")}
     assert zones == ({"+01:00"} if flavour == "v1" else {"Z"})
     for t in times:
-        datetime.fromisoformat(t.replace("Z", "+00:00")[:26] + t[-6:] if t[-6] in "+-" else t[:26])
+        # RFC 3339 with up to nanoseconds (Go trims trailing zeros); Python parses microseconds
+        m = re.fullmatch(r"([0-9-]+T[0-9:]+)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", t)
+        assert m, t
+        frac = (m.group(2) or "0")[:6]
+        assert not (m.group(2) or "").endswith("0")
+        datetime.fromisoformat(f"{m.group(1)}.{frac.ljust(6, '0')}{m.group(3).replace('Z', '+00:00')}")
     for _, msg in _frames(name):
         if msg["EventType"] != 200:
             continue
