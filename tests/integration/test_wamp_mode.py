@@ -106,7 +106,8 @@ def test_initialise_directory_makes_the_service_publish_its_manifest(crossbar_ro
         proc.stop()
 
 
-def test_service_comes_back_after_the_router_restarts(crossbar_router, service_env):
+def test_service_comes_back_after_the_router_restarts(fresh_crossbar_router, service_env):
+    crossbar_router = fresh_crossbar_router
     proc = start_service(crossbar_router, service_env)
     try:
         wait_joined(proc)

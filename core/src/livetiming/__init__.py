@@ -88,7 +88,7 @@ def make_component(session_class, router: str | None = None, **kwargs):
     transport = router_transport(url)
     transport.setdefault("max_retries", -1)
     transport.setdefault("initial_retry_delay", 1.0)
-    transport.setdefault("max_retry_delay", 4.0)
+    transport.setdefault("max_retry_delay", 2.0)
     transport.setdefault("retry_delay_growth", 1.5)
     return Component(
         transports=[transport],
