@@ -198,3 +198,46 @@ def test_replay_server_killed_and_restarted_the_service_reconnects_and_ends_at_t
     wait_for_truth(client, service.uuid, truth)
     replay.stop()
     client.close()
+
+
+def test_plugin_runs_through_the_framework_python_api(service_env):
+    import sys
+
+    replay = Replay(CAPTURES / "practice-v1.jsonl", "--speed", "0")
+    script = (
+        "import sys\n"
+        "from livetiming.service import parse_args\n"
+        "from livetiming.service.plugins.carobama import Service\n"
+        "args, extra = parse_args(['carobama', '--standalone', '--url', sys.argv[1]])\n"
+        "Service(args, extra).start()\n"
+    )
+    proc = Process([sys.executable, "-c", script, replay.url], env=service_env)
+    try:
+        found = proc.wait_for_line(r"Standalone server for uuid:(\S+) listening on port:(\d+)",
+                                   stream="stderr")
+        client = StandaloneClient(f"ws://127.0.0.1:{found.group(2)}/")
+        wait_for_truth(client, found.group(1), truth_of("practice-v1"))
+        client.close()
+    finally:
+        proc.stop()
+        replay.stop()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    ([], "--url"),
+    (["--url", "http://example.invalid/"], "ws:// or wss://"),
+    (["--url", "ws://127.0.0.1:9/", "--source", "nope"], "--source"),
+    (["--url", "ws://127.0.0.1:9/", "--stale-after", "-1"], "positive"),
+])
+def test_bad_plugin_options_exit_2_with_one_line(service_env, argv, needle):
+    import os
+    import subprocess
+
+    env = {**os.environ, **service_env}
+    env.pop("LIVETIMING_ROUTER", None)
+    env.pop("CAROBAMA_URL", None)
+    result = subprocess.run([str(BIN / "livetiming-service"), "carobama", "--standalone", *argv],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr

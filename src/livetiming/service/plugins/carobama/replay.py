@@ -256,6 +256,8 @@ class ReplayServerFactory(WebSocketServerFactory):
     ``stopListening`` on the port, that is a server crash).
     """
 
+    noisy = False
+
     protocol = ReplayServerProtocol
 
     def __init__(

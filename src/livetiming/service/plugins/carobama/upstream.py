@@ -196,6 +196,7 @@ def _rewrite_host_line(request: bytes, host_header: str) -> bytes:
 
 
 class _UpstreamFactory(WebSocketClientFactory):
+    noisy = False  # the connection logs its own one-line events
     """One factory per connection attempt; ``generation`` lets stale callbacks be ignored."""
 
     protocol = _UpstreamProtocol
