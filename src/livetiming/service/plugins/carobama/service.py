@@ -42,6 +42,18 @@ ATTRIBUTION = {
 BAD_FRAME_LOG_LIMIT = 10
 
 
+def set_log_context(**fields: Any) -> None:
+    """Add fields (upstream source, session) to every log line, where the framework supports it.
+
+    The original framework has no such hook; there this does nothing.
+    """
+    try:
+        from livetiming.service.logs import LOG_CONTEXT
+    except ImportError:
+        return
+    LOG_CONTEXT.update(fields)
+
+
 def make_feed(options: Options) -> Any:
     """The feed state machine for ``options.source``."""
     if options.source == "emperor":
@@ -98,6 +110,7 @@ class Service(DuePublisher, BaseService):
         self.options: Options = parse_options(extra_args or [])
         super().__init__(args, extra_args)
         self.attribution = ATTRIBUTION.get(self.options.source)
+        set_log_context(source=self.options.source)
         self.min_publish_interval = self.options.publish_interval
         self.feed = make_feed(self.options)
         self._queued_messages: list[list] = []
@@ -159,6 +172,8 @@ class Service(DuePublisher, BaseService):
                     self._bad_frames.report(now, event.text)
                 else:
                     self.log.debug("Ignored upstream event: {text}", text=event.text)
+        if any(event.kind == EventKind.SESSION_CHANGE for event in events):
+            set_log_context(session=self.feed.model.session.name)
         self._queued_messages.extend(ctd.messages(events))
         self.set_due_publish()
 
