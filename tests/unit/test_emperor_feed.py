@@ -727,6 +727,24 @@ def test_position_reports_before_the_first_snapshot_are_kept_briefly():
     assert (eve.x, eve.state) == (None, CarState.PIT)
 
 
+def test_class_ids_shown_only_for_a_multi_class_field():
+    mgr = Manager(version=202, track="ks_red_bull_ring", config="layout_gp")
+    gt3 = "f3a3c571-7476-4899-b5a3-adb3254a9493"
+    gt4 = "0b5e2d4c-1111-2222-3333-444455556666"
+    mgr.add(0, 0, "Alice Martin", "g1", RaceNumber=7, ClassID=gt3)
+    mgr.add(0, 1, "Bob O'Neil", "g2", RaceNumber=22, ClassID=gt3)
+    run = Run()
+    run.send(0, mgr.snapshot(0))
+    assert [e.car_class for e in run.model.entries] == [None, None]
+    assert (run.model.session.track, run.model.session.layout) == ("Red Bull Ring", "GP")
+    run.send(1, mgr.connect(1, 2, "Chen Wei", "g3", RaceNumber=48, ClassID=gt4), mgr.snapshot(1))
+    assert {e.number: e.car_class for e in run.model.entries} == {
+        "7": "f3a3c571",
+        "22": "f3a3c571",
+        "48": "0b5e2d4c",
+    }
+
+
 def test_version_56_drops_state_and_waits_for_the_new_session():
     mgr, run = practice_with_alice()
     mgr.lap("g1", 100, 90.0)
@@ -998,6 +1016,21 @@ def test_v1_race_grid_is_not_a_pit_stop():
     run.send(11, car_update(0, 200.0, 20.0, 0.0))
     assert run.entry("0").state is CarState.NOT_STARTED
     assert run.of(EventKind.PIT_IN) == []
+
+
+def test_v1_drivers_carried_over_a_session_change_count_as_loaded():
+    # We connect during a v1 race's grid wait: ACSM rebuilt every driver at the 50, zeroing
+    # LoadedTime and ConnectedTime, and no 58 will follow. Eve is really still loading.
+    mgr = Manager(type_=3, name="Race", minutes=10, wait=60)
+    for car_id, name, guid in ((0, "Alice Martin", "g1"), (1, "Bob O'Neil", "g2")):
+        mgr.add(0, car_id, name, guid, loaded=False)["ConnectedTime"] = ZERO
+    mgr.add(5, 2, "Eve Adams", "g5", loaded=False)
+    run = Run()
+    run.send(10, mgr.snapshot(10))
+    assert [e.state for e in run.model.entries] == [CarState.NOT_STARTED] * 3
+    run.send(61, car_update(0, 0, 0, 50), car_update(1, 0, 20, 50))
+    assert [e.state for e in run.model.entries] == [CarState.RUN, CarState.RUN, CarState.PIT]
+    assert run.of(EventKind.PIT_OUT) == []
 
 
 # ------------------------------------------------------------------------------------------------

@@ -303,12 +303,21 @@ def parse_split(text: Any) -> tuple[float | None, int | None]:
 
 
 def _prettify(identifier: str) -> str:
-    """A display name from a content folder name ("ks_laguna_seca" → "Laguna Seca")."""
+    """A display name from a content folder name.
+
+    "ks_laguna_seca" → "Laguna Seca", "club_circuit" → "Club Circuit", "layout_gp" → "GP".
+    """
     name = identifier
-    if name.lower().startswith("ks_"):
-        name = name[3:]
-    words = [word for word in name.replace("_", " ").split(" ") if word]
-    return " ".join(word[:1].upper() + word[1:] if word.islower() else word for word in words)
+    for prefix in ("ks_", "layout_", "layout-"):
+        if name.lower().startswith(prefix) and len(name) > len(prefix):
+            name = name[len(prefix) :]
+    words = [word for word in name.replace("_", " ").replace("-", " ").split(" ") if word]
+    pretty = []
+    for word in words:
+        if word.islower():
+            word = word.upper() if len(word) <= 2 and word.isalpha() else word[:1].upper() + word[1:]
+        pretty.append(word)
+    return " ".join(pretty)
 
 
 _WEATHER_PREFIX = re.compile(r"^(?:sol_)?\d+_", re.IGNORECASE)
@@ -402,6 +411,7 @@ class _Driver:
         "counted_pits",
         "best_ns",
         "counters_seen",
+        "best_splits_raw",
     )
 
     def __init__(self, guid: str, name: str) -> None:
@@ -415,6 +425,7 @@ class _Driver:
         self.counted_pits = 0
         self.best_ns: int | None = None
         self.counters_seen = False
+        self.best_splits_raw: Any = None
 
 
 class _Car:
@@ -438,7 +449,9 @@ class _Car:
         "pspeed",
         "lap_vmax",
         "splits",
+        "splits_raw",
         "gap_text",
+        "class_id",
     )
 
     def __init__(self, entry: Entry, car_id: int | None) -> None:
@@ -459,6 +472,8 @@ class _Car:
         self.pspeed = 0.0
         self.lap_vmax = 0.0
         self.splits: dict[int, float] = {}
+        self.splits_raw: Any = None
+        self.class_id: str | None = None
         self.gap_text: Any = None
 
 
@@ -834,14 +849,16 @@ class EmperorFeed:
         driver.connected = connected
         loaded_raw = raw.get("LoadedTime")
         if connected and not driver.loaded:
-            # Sticky until the driver disconnects: v1 zeroes LoadedTime on a session change although
-            # nobody reloads (no 58 follows), and a 53 from the car also proves it is loaded.
+            # Sticky until the driver disconnects. v1 zeroes LoadedTime *and* ConnectedTime when a
+            # session changes although nobody reloads (no 58 follows): a zero ConnectedTime means
+            # "carried over from the previous session", hence loaded. A 53 also proves it.
             if "LoadedTime" in raw:
+                connected_raw = raw.get("ConnectedTime")
                 driver.loaded = (
                     type(loaded_raw) is str
                     and bool(loaded_raw)
                     and not loaded_raw.startswith(_ZERO_TIME_PREFIX)
-                )
+                ) or (type(connected_raw) is str and connected_raw.startswith(_ZERO_TIME_PREFIX))
             elif initial:
                 driver.loaded = True
         claim = connected and (car_id is None or car_id not in self._snap_claimed)
@@ -919,7 +936,10 @@ class EmperorFeed:
 
         if car.current is driver:
             self._apply_live_fields(car, driver, raw, current, ts, events)
-        self._apply_best_splits(entry, current)
+        raw_best = current.get("BestSplits")
+        if raw_best is not None and raw_best != driver.best_splits_raw:
+            driver.best_splits_raw = raw_best
+            self._apply_best_splits(entry, raw_best)
         top = _num(current.get("TopSpeedBestLap"))
         this_lap = _num(current.get("TopSpeedThisLap"))
         for speed in (top, this_lap):
@@ -936,8 +956,10 @@ class EmperorFeed:
     ) -> None:
         """Fields that describe the car's present: splits, pit flags, ACSM's own order and gap."""
         entry = car.entry
-        if "CurrentLapSplits" in current:
-            splits = _splits(current.get("CurrentLapSplits"))
+        raw_splits = current.get("CurrentLapSplits")
+        if raw_splits is not None and raw_splits != car.splits_raw:  # cheap C-level compare first
+            car.splits_raw = raw_splits
+            splits = _splits(raw_splits)
             car.splits = splits
             entry.sectors = self._sector_list(splits)
         position = _int(raw.get("Position"))
@@ -968,8 +990,7 @@ class EmperorFeed:
         if team:
             entry.team = team
         class_id = _str(info.get("ClassID"))
-        if class_id and class_id.strip("0-"):
-            entry.car_class = class_id
+        car.class_id = class_id if class_id.strip("0-") else None
         tyre = _str(info.get("Tyres"))
         if tyre:
             self._set_tyre(car, tyre, ts, events)
@@ -993,10 +1014,9 @@ class EmperorFeed:
                     )
                 )
 
-    def _apply_best_splits(self, entry: Entry, current: dict) -> None:
-        if "BestSplits" not in current:
-            return
-        best = _splits(current.get("BestSplits"))
+    def _apply_best_splits(self, entry: Entry, raw_best: Any) -> None:
+        """Fold a driver's ``BestSplits`` into the entry's best sectors."""
+        best = _splits(raw_best)
         if not best:
             return
         sectors = entry.best_sectors
@@ -1279,6 +1299,12 @@ class EmperorFeed:
         entries = [car.entry for car in ordered]
         for index, entry in enumerate(entries):
             entry.position = index + 1
+
+        # Classes: ACSM only sends class ids (UUIDs), no names. Shown (as the id's first 8
+        # characters, stable across restarts) only when the field really has several classes.
+        class_ids = {car.class_id for car in ordered if car.class_id}
+        for car in ordered:
+            car.entry.car_class = car.class_id[:8] if len(class_ids) > 1 and car.class_id else None
         model.entries = entries
 
         # Session bests.
