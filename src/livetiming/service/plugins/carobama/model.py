@@ -25,7 +25,6 @@ The feed owns the objects and mutates them in place; readers must treat them as 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -387,10 +386,3 @@ class TimingModel:
             if candidate.number == number:
                 return candidate
         return None
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not bool) that is finite; used to vet upstream values."""
-    if type(value) is int:
-        return True
-    return type(value) is float and math.isfinite(value)

@@ -41,6 +41,8 @@ The spec's advice for car-based timing (§6.2, "aggregate by CarID") is followed
 ``Entry.key`` is ``"car<CarID>"`` (with a ``-2``, ``-3``… suffix if that key was already used in
 the session) and never changes while the session lasts. ``Entry.number`` is the v2.x
 ``RaceNumber`` when it is set, otherwise the CarID, made unique with a letter suffix.
+``Entry.car_class`` is the first 8 characters of the v2.x ``ClassID`` (ACSM sends no class names),
+set only when the field has more than one class.
 
 Lap counting: per driver, the increase of ``TotalNumLaps`` (laps over all cars he used; the sum of
 ``Cars[*].NumLaps`` when absent) is added to the entry he is driving, with ``LastLap`` as the time
@@ -52,6 +54,10 @@ reset of that driver's counters (he was re-created) and adds nothing. A driver f
 a car whose lap count equals his own is assumed to carry the car's counters (a v2.x manager that
 merges laps per car, §9.6) and adds nothing.
 
+Classification (``TimingModel.entries``, recomputed on each ``200``): races by laps (more first),
+then the time the last lap was completed (earlier first; the crossing of the same lap number),
+then total lap time; other sessions by best lap, then laps. Ties keep ACSM's own order.
+
 Pit state
 =========
 
@@ -60,8 +66,11 @@ When the manager reports it (v2e and later: ``IsInPits`` in ``53`` and ``200``,
 increase of ``NumPits`` (summed over the car's drivers) the pit count. Otherwise (v1) the state is
 **inferred** from the ``53`` position reports:
 
-* a driver who has connected but not finished loading (no ``58`` / zero ``LoadedTime``) is in the
-  pits, and so is a driver who just joined (cars spawn in their garage);
+* a driver who has connected but not finished loading is in the pits, and so is a driver who just
+  joined (cars spawn in their garage). Loaded means a ``58``, a non-zero ``LoadedTime``, a ``53``
+  from the car, or a zero ``ConnectedTime`` (v1 zeroes both times of every driver when a session
+  changes although nobody reloads);
+* in the first snapshot after connecting mid-session, loaded cars are assumed on track;
 * a car in the pits leaves them when it moves faster than 15 km/h more than 20 m away from the spot
   where it last stood still in the pits (its garage, remembered per track, layout and CarID);
 * a car on track enters the pits when it stands still (< 3 km/h) within 20 m of its garage, or
@@ -110,10 +119,12 @@ Events returned
 ``lap`` (``data``: ``lap``, ``time``, ``driver``, ``entry``, ``inferred``, ``initial`` (counted
 from the first snapshot seen of a session), ``personal_best``, ``session_best``, ``position``,
 ``sectors``), ``chat`` (de-duplicated on ``(Time, CarID, Message)``: stored chats arrive twice,
-§1.7; ``data``: ``sender``, ``message``, ``car_id``, ``time``, ``server``, ``team``),
+§1.7; ``data``: ``sender``, ``message``, ``car_id``, ``guid``, ``time`` (the manager's), ``server``,
+``team``; a chat is linked to a car by the sender's GUID only, as admin broadcasts use CarID 0),
 ``collision`` (``data``: ``with`` "car"/"environment", ``speed`` km/h, ``other_car``,
 ``world_pos``, ``team``), ``join``, ``leave``, ``loaded``, ``driver_change`` (``data``: ``old``,
-``new``), ``pit_in``, ``pit_out``, ``tyre_change``, ``session_change`` (``data``: ``name``,
+``new``), ``pit_in``, ``pit_out``, ``tyre_change`` (compound names that only flip between short and
+long forms, "M"/"Medium", §8.2, are not changes), ``session_change`` (``data``: ``name``,
 ``type``, ``track``, ``layout``, ``looped``, ``initial``, ``generation``), ``server_restart``,
 ``flag``, ``bad_frame`` and ``unknown_event``.
 
