@@ -193,8 +193,7 @@ class GoClock:
             sign = "+" if utc_offset_min > 0 else "-"
             h, m = divmod(abs(utc_offset_min), 60)
             self.suffix = f"{sign}{h:02d}:{m:02d}"
-        self._last_sec = None
-        self._last_prefix = ""
+        self._prefixes: dict[int, str] = {}
 
     def format(self, ns: int) -> str:
         """Format a Unix time in nanoseconds (``None`` or ``0`` give the zero time)."""
@@ -202,13 +201,15 @@ class GoClock:
             return ZERO_TIME
         local = ns + self.offset_ns
         sec, frac = divmod(local, 1_000_000_000)
-        if sec != self._last_sec:
+        prefix = self._prefixes.get(sec)
+        if prefix is None:
+            if len(self._prefixes) > 8192:
+                self._prefixes.clear()
             dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=sec)
-            self._last_prefix = dt.strftime("%Y-%m-%dT%H:%M:%S")
-            self._last_sec = sec
+            prefix = self._prefixes[sec] = dt.strftime("%Y-%m-%dT%H:%M:%S")
         if frac:
-            return f"{self._last_prefix}.{str(frac).rjust(9, '0').rstrip('0')}{self.suffix}"
-        return self._last_prefix + self.suffix
+            return f"{prefix}.{str(frac).rjust(9, '0').rstrip('0')}{self.suffix}"
+        return prefix + self.suffix
 
 
 # =====================================================================================
@@ -883,6 +884,7 @@ class RCDriver:
         "completed",
         "swap",
         "cache",
+        "full",
     )
 
     def __init__(
@@ -933,7 +935,8 @@ class RCDriver:
         self.completed = False
         # [in_swap, expected_ns, penalty, actual_ns] or None
         self.swap: list[Any] | None = None
-        self.cache: str | None = None
+        self.cache: tuple[str, str, str, str] | None = None
+        self.full: tuple[tuple, str] | None = None
 
     @property
     def car(self) -> CarLapInfo:
@@ -1090,10 +1093,15 @@ class RaceControl:
 
     def _driver_json(self, d: RCDriver) -> str:
         if d.cache is None:
-            d.cache = "\x01".join(self._driver_static(d))
-        head, middle, cars_pre, cars_post = d.cache.split("\x01")
+            d.cache = self._driver_static(d)
+            d.full = None
+        key = (d.position, d.split, d.last_seen, d.car.top_this, d.in_pits, d.blue, d.completed)
+        full = d.full
+        if full is not None and full[0] == key:
+            return full[1]
+        head, middle, cars_pre, cars_post = d.cache
         dyn = (
-            f',"Position":{d.position},"Split":{go_str(d.split)},'
+            f',"Position":{d.position},"Split":"{d.split}",'
             f'"LastSeen":"{self.clock.format(d.last_seen)}","LastPos":{d.last_pos_json}'
         )
         if self.v2:
@@ -1104,7 +1112,9 @@ class RaceControl:
                 f'"DeltaToSelf":{d.delta_self},"Ping":{d.ping},'
                 f'"HasCompletedSession":{"true" if d.completed else "false"}'
             )
-        return head + dyn + middle + cars_pre + go_float64(d.car.top_this) + cars_post
+        text = head + dyn + middle + cars_pre + go_float64(d.car.top_this) + cars_post
+        d.full = (key, text)
+        return text
 
     def _driver_map_json(self, dm: DriverMap) -> str:
         body = ",".join(self._driver_json(dm.drivers[g]) for g in sorted(dm.drivers))
@@ -1897,7 +1907,7 @@ class EmperorSimulator:
         """Manager clock (Unix ns) at simulation time ``ms`` plus processing jitter."""
         ns = self.base_ns + ms * 1_000_000
         if jitter:
-            ns += self.rng.randrange(1_000, 40_000_000)
+            ns += 1_000 + int(self.rng.random() * 39_999_000)
         return ns
 
     def _push(self, ms: int, fn: Any, *args: Any) -> None:
@@ -2337,8 +2347,10 @@ class EmperorSimulator:
             return
         p, x, y, z, vx, vz, speed, kind = self._position(car, ms)
         pos = f'{{"X":{go_float32(x)},"Y":{go_float32(y)},"Z":{go_float32(z)}}}'
-        vx32 = float(go_float32(vx))
-        vz32 = float(go_float32(vz))
+        vxs = go_float32(vx)
+        vzs = go_float32(vz)
+        vx32 = float(vxs)
+        vz32 = float(vzs)
         kmh = math.sqrt(vx32 * vx32 + vz32 * vz32) * 3.6
         now = self.wall(ms)
         rc.on_car_update(d, now, (x, y, z), pos, kmh)
@@ -2368,7 +2380,7 @@ class EmperorSimulator:
                     ms,
                     (
                         f'{{"EventType":53,"Message":{{"CarID":{car_id},"Pos":{pos},'
-                        f'"Velocity":{{"X":{go_float32(vx)},"Y":0,"Z":{go_float32(vz)}}},"Gear":{gear},'
+                        f'"Velocity":{{"X":{vxs},"Y":0,"Z":{vzs}}},"Gear":{gear},'
                         f'"EngineRPM":{rpm},"NormalisedSplinePos":{spline_j}}}}}'
                     ),
                 )
@@ -2376,8 +2388,9 @@ class EmperorSimulator:
             return
         self._refresh_order(ms)
         in_pits = kind == LINEAR or car.in_pits
-        car.delta = max(-9999, min(9999, car.delta + self.rng.randint(-60, 60)))
-        car.ping = max(8, min(250, car.ping + self.rng.randint(-3, 3)))
+        rnd = self.rng.random
+        car.delta = max(-9999, min(9999, car.delta + int(rnd() * 121) - 60))
+        car.ping = max(8, min(250, car.ping + int(rnd() * 7) - 3))
         curv = self.track.curvature[int(spline * self.track.n) % self.track.n]
         steer = max(0, min(255, 127 + int(curv * 900 * (1 if self.track.spec.clockwise else -1))))
         d.in_pits = in_pits
@@ -2393,10 +2406,10 @@ class EmperorSimulator:
                 ms,
                 (
                     f'{{"EventType":53,"Message":{{"CarID":{car_id},"Pos":{pos},'
-                    f'"Velocity":{{"X":{go_float32(vx)},"Y":0,"Z":{go_float32(vz)}}},'
+                    f'"Velocity":{{"X":{vxs},"Y":0,"Z":{vzs}}},'
                     f'"Rotation":{{"X":{go_float32(heading)},"Y":0,"Z":0}},"Gear":{gear},"EngineRPM":{rpm},'
                     f'"NormalisedSplinePos":{spline_j},"SteerAngle":{steer},"StatusBytes":{d.status},'
-                    f'"RacePosition":{car.race_position},"Gap":{go_str(car.gap)},"DeltaToBest":{car.delta},'
+                    f'"RacePosition":{car.race_position},"Gap":"{car.gap}","DeltaToBest":{car.delta},'
                     f'"DeltaToSelf":{car.delta // 2},"BlueFlag":{"true" if d.blue else "false"},'
                     f'"IsInPits":{"true" if in_pits else "false"},"DRSActive":false,'
                     f'"HasCompletedSession":{"true" if d.completed else "false"},"Ping":{car.ping}}}}}'
