@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livetiming.racing import FlagStatus
+from livetiming.racing import FlagStatus, Stat
 from livetiming.service.plugins.carobama import ctd
 from livetiming.service.plugins.carobama.feeds import EmperorFeed, parse_split
 from livetiming.service.plugins.carobama.feeds.emperor import parse_time
@@ -905,6 +905,18 @@ def test_lap_race_finish_and_fin_states():
     run.send(245.5, mgr.snapshot(245.5))
     assert run.entry("48").state is CarState.FIN
     assert events  # the last snapshot produced lap events
+
+
+def test_race_order_follows_line_crossings_not_summed_lap_times():
+    # #7's lap times add up to less, but a driver swap (time not in any lap) put it behind #22.
+    mgr, run = race_v2()
+    for t7, t22 in ((150, 151), (240, 242), (480, 333)):
+        mgr.lap("g1", t7, 90.0)
+        mgr.lap("g2", t22, 91.0)
+    run.send(481, mgr.snapshot(481))
+    assert [e.number for e in run.model.entries[:2]] == ["22", "7"]
+    spec = [Stat.NUM, Stat.GAP]
+    assert ctd.cars(run.model, spec)[:2] == [["22", ""], ["7", 147.0]]
 
 
 def test_has_completed_session_marks_fin():
