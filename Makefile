@@ -45,7 +45,7 @@ test: venv crossbar js
 
 router: crossbar
 	@test -n "$$LIVETIMING_SHARED_SECRET" || { echo "make router: set LIVETIMING_SHARED_SECRET first" >&2; exit 2; }
-	$(CROSSBAR_VENV)/bin/crossbar start --cbdir deploy/crossbar
+	$(CROSSBAR_VENV)/bin/crossbar edge start --cbdir deploy/crossbar
 
 lint: venv
 	$(VENV)/bin/ruff check core/src src tests bench

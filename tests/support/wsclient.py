@@ -6,6 +6,7 @@ import json
 import time
 
 import websocket  # websocket-client
+
 from livetiming.service.compression import decompress_state
 
 
