@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import gzip
 import heapq
-import io
 import json
 import math
 import os
+import queue
 import random
 import struct
+import threading
 import uuid
 from bisect import bisect_right
 from collections import deque
@@ -2867,6 +2868,56 @@ def capture_line(t: float, text: str) -> str:
     return '{"t": ' + repr(t) + ', "data": ' + json.dumps(text) + "}\n"
 
 
+class _ThreadedSink:
+    """Writes byte chunks (gzip-compressed or plain) in a worker thread.
+
+    zlib and file writes release the GIL, so compression runs in parallel with the simulation.
+    """
+
+    def __init__(self, path: str, compresslevel: int) -> None:
+        self.raw = open(path, "wb")  # noqa: SIM115
+        self.target: Any = self.raw
+        self.gz: gzip.GzipFile | None = None
+        if path.endswith(".gz"):
+            self.gz = gzip.GzipFile(
+                filename="", mode="wb", fileobj=self.raw, compresslevel=compresslevel, mtime=0
+            )
+            self.target = self.gz
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self.queue.get()
+            if chunk is None:
+                return
+            if self.error is None:
+                try:
+                    self.target.write(chunk)
+                except BaseException as exc:  # reported by write()/close()
+                    self.error = exc
+
+    def write(self, chunk: bytes) -> None:
+        """Queue a chunk (blocks when the writer is behind)."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put(chunk)
+
+    def close(self) -> None:
+        """Flush, close the files and re-raise a writer error."""
+        self.queue.put(None)
+        self.thread.join()
+        try:
+            if self.gz is not None:
+                self.gz.close()
+        finally:
+            self.raw.close()
+        if self.error is not None:
+            raise self.error
+
+
 def write_capture(
     frames: Iterable[tuple[float, str]],
     out: str | os.PathLike[str] | IO[str],
@@ -2876,48 +2927,57 @@ def write_capture(
 ) -> tuple[int, int]:
     """Write a capture (header line, then one line per frame); gzip when the path ends in ``.gz``.
 
-    Streams: frames are consumed one by one.  Returns ``(frames, bytes of text written)``.  Gzip
-    output has a zero mtime and no file name, so equal input gives equal bytes.
+    Streams: frames are consumed one by one and written in chunks by a worker thread (paths) or
+    directly (text streams such as ``sys.stdout``).  Returns ``(frames, characters written)``.
+    Gzip output has a zero mtime and no file name, so equal input gives equal bytes.
     """
-    close = None
+    sink: _ThreadedSink | None = None
+    fh: IO[str] | None = None
     if isinstance(out, str | os.PathLike):
-        path = os.fspath(out)
-        raw = open(path, "wb")  # noqa: SIM115
-        if path.endswith(".gz"):
-            gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0)
-            fh: IO[str] = io.TextIOWrapper(gz, encoding="utf-8", newline="\n", write_through=False)
-            close = (fh, gz, raw)
-        else:
-            fh = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
-            close = (fh, raw)
+        sink = _ThreadedSink(os.fspath(out), compresslevel)
     else:
         fh = out
+
+    def emit(text: str) -> None:
+        if sink is not None:
+            sink.write(text.encode("utf-8"))
+        else:
+            fh.write(text)  # type: ignore[union-attr]
+
     count = 0
     size = 0
     buf: list[str] = []
+    dumps = json.dumps
+    ok = False
     try:
         if header is not None:
-            line = json.dumps(header) + "\n"
-            fh.write(line)
+            line = dumps(header) + "\n"
+            emit(line)
             size += len(line)
         for t, text in frames:
-            line = '{"t": ' + repr(t) + ', "data": ' + json.dumps(text) + "}\n"
+            line = '{"t": ' + repr(t) + ', "data": ' + dumps(text) + "}\n"
             buf.append(line)
             size += len(line)
             count += 1
             if len(buf) >= 2048:
-                fh.write("".join(buf))
+                emit("".join(buf))
                 buf.clear()
                 if progress is not None:
                     progress(count, size)
         if buf:
-            fh.write("".join(buf))
+            emit("".join(buf))
         if progress is not None:
             progress(count, size)
+        ok = True
     finally:
-        if close:
-            for c in close:
-                c.close()
+        if sink is not None:
+            if ok:
+                sink.close()
+            else:
+                try:
+                    sink.close()
+                except BaseException:  # the original exception matters more
+                    pass
     return count, size
 
 
