@@ -62,6 +62,7 @@ class _Progress:
                 self.bar = tqdm(total=round(self.total_s), unit="sim-s", file=sys.stderr)
 
     def update(self, sim_s: float, frames: int, size: int) -> None:
+        """Report simulated seconds done, frames and characters written so far."""
         if self.quiet:
             return
         sim_s = min(sim_s, self.total_s)
@@ -82,6 +83,7 @@ class _Progress:
             )
 
     def close(self, frames: int, size: int) -> None:
+        """Final line (or bar close)."""
         if self.quiet:
             return
         if self.bar is not None:
