@@ -104,6 +104,11 @@ class EventKind(StrEnum):
     TYRE_CHANGE = "tyre_change"
     #: The session's flag changed (``data["flag"]`` is the lower-case FlagStatus name).
     FLAG = "flag"
+    #: The session's run state changed: started, paused, resumed, stopped, finished, or nothing
+    #: loaded (``data["state"]``); ``text`` is the message for the timing screen.
+    SESSION_STATE = "session_state"
+    #: A session's results became final (``data["reason"]``); emitted at most once per session.
+    SESSION_END = "session_end"
     #: A frame that could not be used; ``text`` holds a one-line reason. State is unchanged.
     BAD_FRAME = "bad_frame"
     #: A well-formed frame of a type this feed does not use; ``text`` says which.
@@ -203,6 +208,9 @@ class Entry:
         reported_position: the upstream's own live position, if it sends one.
         reported_interval: the upstream's own interval/gap in seconds, if it sends one.
         reported_interval_laps: laps behind according to the upstream's own gap text.
+        reported_gap: the upstream's own gap to the leader as it should be shown: seconds, or text
+            such as "1 lap" (None when the upstream gives none).
+        average_lap: the upstream's average lap time in seconds, if it reports one.
     """
 
     key: str
@@ -238,6 +246,8 @@ class Entry:
     reported_position: int | None = None
     reported_interval: float | None = None
     reported_interval_laps: int | None = None
+    reported_gap: float | str | None = None
+    average_lap: float | None = None
 
     @property
     def lap_count(self) -> int:
@@ -312,6 +322,8 @@ class Session:
         index, count: position of this session in the event and number of sessions, if known.
         track_map: map drawing parameters, if the upstream provides them.
         last_frame_at: caller timestamp of the last frame received (freshness).
+        mode: how the session is won, in words, when the upstream says (BMI: "most laps wins").
+        extra: upstream session attributes kept raw (BMI: the heat's ``CE``, ``EM``, ``C`` …).
     """
 
     source: str = ""
@@ -340,6 +352,8 @@ class Session:
     count: int | None = None
     track_map: TrackMap | None = None
     last_frame_at: float | None = None
+    mode: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def elapsed_at(self, now: float | None = None) -> float | None:
         """Elapsed session time in seconds at caller time ``now`` (default: ``clock_at``)."""
