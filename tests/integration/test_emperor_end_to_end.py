@@ -241,3 +241,17 @@ def test_bad_plugin_options_exit_2_with_one_line(service_env, argv, needle):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_capture_option_journals_every_raw_frame_exactly(run_capture, tmp_path):
+    from livetiming.service.plugins.carobama.capture import read_capture
+
+    journal = tmp_path / "journal.jsonl"
+    _replay, service, client = run_capture("edge-cases", "--capture", str(journal))
+    wait_for_truth(client, service.uuid, truth_of("edge-cases"))
+    client.close()
+    service.stop()
+    _header, original = read_capture(CAPTURES / "edge-cases.jsonl")
+    header, journaled = read_capture(journal)
+    assert header["source"] == "emperor"
+    assert [data for _t, data in journaled] == [data for _t, data in original]
