@@ -2018,6 +2018,10 @@ class EmperorSimulator:
         """At the end of car lap ``lap`` the car pits and driver ``to_driver`` takes over."""
         self.cars[car_id].pit_plans[lap] = PitPlan(lap, 0.0, tyres, to_driver, swap_s)
 
+    def set_grid(self, car_ids: list[int]) -> None:
+        """Starting order for race sessions (CarIDs, pole first); default: by CarID."""
+        self._grid = list(car_ids)
+
     def end_session(self, t: float) -> None:
         """Force the end of the current session (``200`` only)."""
         self.at(t, self._do_end_session)
@@ -2825,7 +2829,7 @@ def build_race(
         t += rng.uniform(0.3, 1.2)
     race_t = t + 20.0
     grid = sorted(sim.cars, key=lambda c: sim.cars[c].model.pace * sim.cars[c].pace[0] + rng.gauss(0, 0.002))
-    sim._grid = grid
+    sim.set_grid(grid)
     sim.end_session(race_t - 8.0)
     sim.new_session(race_t, race)
     sim.client_connect(race_t + 0.5)
