@@ -153,7 +153,7 @@ def test_state_decompresses_with_javascript_lz_string(service):
     result = subprocess.run(["node", str(js_dir / "decompress.mjs")], input="\n".join(
         json.dumps(p) for p in payloads) + "\n", capture_output=True, text=True, check=True,
         cwd=js_dir)
-    decoded = [json.loads(json.loads(line)) for line in result.stdout.splitlines()]
+    decoded = [json.loads(json.loads(line)) for line in result.stdout.split("\n") if line]
     assert decoded == [decompress_state(p) for p in payloads]
     assert any("\U0001F3CE" in car[2] for state in decoded for car in state["cars"])
 

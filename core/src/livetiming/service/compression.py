@@ -1,8 +1,10 @@
 """State compression as Timing71 clients expect it (msgClass 8 payloads).
 
-The JSON is ASCII-escaped before compression: Python's and JavaScript's
-LZString disagree on characters outside the Basic Multilingual Plane, but
-agree on ASCII text, and clients ``JSON.parse`` the escapes back.
+The JSON is ASCII-escaped before compression, as the original framework
+does, so payloads are plain ASCII whatever the names contain; clients
+``JSON.parse`` the escapes back. The codec is ours (``lzstring_utf16``): the
+PyPI ``lzstring`` port is output-compatible but several times slower and its
+decoder is broken for UTF-16 input.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import lzstring
-
-_LZ = lzstring.LZString()
+from livetiming.service.lzstring_utf16 import compress_to_utf16, decompress_from_utf16
 
 
 def state_json(state: Any) -> str:
@@ -22,10 +22,9 @@ def state_json(state: Any) -> str:
 
 def compress_state(state: Any) -> str:
     """``LZString.compressToUTF16`` of the state's ASCII JSON."""
-    return _LZ.compressToUTF16(state_json(state))
+    return compress_to_utf16(state_json(state))
 
 
 def decompress_state(payload: str) -> Any:
     """Inverse of ``compress_state`` (for tests and tools)."""
-    text = lzstring._decompress(len(payload), 16384, lambda index: ord(payload[index]) - 32)
-    return json.loads(text)
+    return json.loads(decompress_from_utf16(payload))

@@ -1,0 +1,68 @@
+"""Our LZString UTF-16 codec against the JavaScript library Timing71 clients use."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+
+import lzstring
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from livetiming.service.lzstring_utf16 import compress_to_utf16, decompress_from_utf16
+from tests.support.processes import REPO
+
+JS = REPO / "tests" / "js"
+
+
+def js_compress(texts: list[str]) -> list[str]:
+    if not (JS / "node_modules" / "lz-string").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "-q"], cwd=JS, check=True)
+    result = subprocess.run(["node", str(JS / "compress.mjs")], cwd=JS, check=True, text=True,
+                            capture_output=True, input="".join(json.dumps(t) + "\n" for t in texts))
+    return [json.loads(line) for line in result.stdout.split("\n") if line]
+
+
+def samples() -> list[str]:
+    rng = random.Random(71)
+    alphabet = "abc{}[]\",:0123456789 -_.éü李🏎\\"
+    texts = ["a", "ab", "aaaaaaaaaaaaaaaaaaaa", "\u00e9", "\u674e\u96f7", "\U0001F3CE racing", "x" * 70000]
+    for size in (5, 50, 500, 5000, 40000):
+        for _ in range(4):
+            texts.append("".join(rng.choice(alphabet) for _ in range(size)))
+    texts.append("".join(chr(rng.randrange(32, 0xD7FF)) for _ in range(3000)))
+    state = {"cars": [[str(i), "RUN", f"Driver {i}", i, [90.1 + i, "pb"]] for i in range(40)],
+             "session": {"flagState": "green"}, "messages": []}
+    texts.append(json.dumps(state))
+    return texts
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_output_is_identical_to_javascript_lz_string():
+    texts = samples()
+    expected = js_compress(texts)
+    for text, reference in zip(texts, expected, strict=True):
+        assert compress_to_utf16(text) == reference, text[:40]
+
+
+def test_matches_the_python_port_and_round_trips():
+    port = lzstring.LZString()
+    for text in samples():
+        if max(text) <= "\uffff":
+            assert compress_to_utf16(text) == port.compressToUTF16(text)
+        assert decompress_from_utf16(compress_to_utf16(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_round_trip_of_any_text(text):
+    packed = compress_to_utf16(text)
+    assert decompress_from_utf16(packed) == (text if text else None)
+
+
+def test_empty_input():
+    assert compress_to_utf16("") == ""
+    assert decompress_from_utf16("") is None
