@@ -30,7 +30,7 @@ from livetiming.messages import (
 from livetiming.network import RPC, Channel, Message, MessageClass
 from livetiming.racing import colspec_entry
 from livetiming.service import state_store
-from livetiming.service.compression import compress_state
+from livetiming.service.compression import StateCompressor
 
 PLUGIN_PREFIX = "livetiming.service.plugins."
 MAX_MESSAGES = 100
@@ -233,6 +233,7 @@ class BaseService(AbstractService):
     def __init__(self, args: Namespace | None = None, extra_args: list[str] | None = None):
         super().__init__(args, extra_args)
         self.state = self._getInitialState()
+        self._compressor = StateCompressor()
         self._message_generators: list[TimingMessage] | None = None
         self._poll_loop: task.LoopingCall | None = None
         self._state_file = None
@@ -365,7 +366,7 @@ class BaseService(AbstractService):
     def _publishRaceState(self) -> None:
         """Publish the current state (compressed, retained)."""
         try:
-            payload = compress_state(self.state)
+            payload = self._compressor.compress(self.state)
         except (TypeError, ValueError) as error:
             self.log.error("State is not valid JSON, not published: {error}", error=error)
             return

@@ -25,6 +25,26 @@ def compress_state(state: Any) -> str:
     return compress_to_utf16(state_json(state))
 
 
+class StateCompressor:
+    """Compresses states, reusing the last payload when the state has not changed.
+
+    Services republish unchanged states on every poll; serialising is cheap,
+    compressing is not, so the JSON text is compared first.
+    """
+
+    def __init__(self) -> None:
+        self._last_json: str | None = None
+        self._last_payload: str | None = None
+
+    def compress(self, state: Any) -> str:
+        """The compressed payload for ``state``."""
+        text = state_json(state)
+        if text != self._last_json:
+            self._last_payload = compress_to_utf16(text)
+            self._last_json = text
+        return self._last_payload
+
+
 def decompress_state(payload: str) -> Any:
     """Inverse of ``compress_state`` (for tests and tools)."""
     return json.loads(decompress_from_utf16(payload))

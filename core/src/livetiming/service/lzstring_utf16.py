@@ -55,7 +55,6 @@ def compress_to_utf16(text: str) -> str:
     dict_size = 3
     num_bits = 2
     enlarge_in = 2
-    w = ""
     rev = _REV16
 
     def emit_phrase(phrase: str) -> None:
@@ -86,16 +85,44 @@ def compress_to_utf16(text: str) -> str:
             enlarge_in = 1 << num_bits
             num_bits += 1
 
-    for c in text:
+    # First character: always new, becomes the current phrase.
+    w = text[0]
+    dictionary[w] = dict_size
+    dict_size += 1
+    to_create.add(w)
+    for c in text[1:]:
+        wc = w + c
+        if wc in dictionary:  # the common case: the phrase keeps growing
+            w = wc
+            continue
         if c not in dictionary:
             dictionary[c] = dict_size
             dict_size += 1
             to_create.add(c)
-        wc = w + c
-        if wc in dictionary:
-            w = wc
-            continue
-        emit_phrase(w)
+        # emit w (inlined emit_phrase for speed; keep the two in step)
+        if w in to_create:
+            code = ord(w[0])
+            if code < 256:
+                acc = (acc << (num_bits + 8)) | rev[code] >> 8
+                nbits += num_bits + 8
+            else:
+                acc = (acc << num_bits | _reversed_bits(1, num_bits)) << 16 | rev[code]
+                nbits += num_bits + 16
+            enlarge_in -= 1
+            if enlarge_in == 0:
+                enlarge_in = 1 << num_bits
+                num_bits += 1
+            to_create.discard(w)
+        elif num_bits <= 16:
+            acc = acc << num_bits | rev[dictionary[w]] >> (16 - num_bits)
+            nbits += num_bits
+        else:
+            acc = acc << num_bits | _reversed_bits(dictionary[w], num_bits)
+            nbits += num_bits
+        enlarge_in -= 1
+        if enlarge_in == 0:
+            enlarge_in = 1 << num_bits
+            num_bits += 1
         while nbits >= _BITS_PER_CHAR:
             nbits -= _BITS_PER_CHAR
             out.append(chr((acc >> nbits & _CHAR_MASK) + 32))
