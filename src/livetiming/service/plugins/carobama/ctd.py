@@ -21,6 +21,13 @@ Columns, in order: Num, State, Class (only when some car has a class), Driver, C
 some car reports a tyre), Laps, Gap, Int, Last, Best, then S1, BS1 … Sn, BSn when the upstream
 gives sector splits, Pits, and the top speed (``Stat.BEST_SPEED``, km/h, the car's highest speed of
 the session).
+
+BMI karting heats (``model.session.source == "bmi"``) differ where the source does: columns Num
+(kart), State, Driver, Laps, Gap (the source's own gap ``G``, as the feed parsed it), Int (computed
+here: laps down, else the difference of the two karts' ``G`` seconds, else line crossings; by best
+lap or average lap in heats won by those), Last, Best, :data:`AVERAGE_LAP` and Pits (only once a pit
+stop was inferred); the order is the source's; the track data panel shows heat, status, race mode
+and end condition. The description adds the session's ``mode`` in words when the feed sets one.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from livetiming.racing import Stat
+from livetiming.service.plugins.carobama.feeds.bmi import END_CONDITIONS, HEAT_STATES
 from livetiming.service.plugins.carobama.model import (
     Entry,
     EventKind,
@@ -38,6 +46,8 @@ from livetiming.service.plugins.carobama.model import (
 )
 
 __all__ = [
+    "AVERAGE_LAP",
+    "BMI_TRACK_DATA_SPEC",
     "TRACK_DATA_SPEC",
     "cars",
     "column_spec",
@@ -51,6 +61,10 @@ __all__ = [
 
 #: Headings of the track data panel, in the order of :func:`track_data`.
 TRACK_DATA_SPEC = ["Track", "Layout", "Air temp", "Track temp", "Weather", "Session"]
+#: Headings of the track data panel of a BMI karting heat.
+BMI_TRACK_DATA_SPEC = ["Heat", "Status", "Race mode", "Heat ends"]
+#: The source's average lap time (BMI); not one of the framework's predefined columns.
+AVERAGE_LAP = ("Avg", "time", "Average lap time")
 
 _EMPTY_PAIR: tuple[str, str] = ("", "")
 _EPSILON = 1e-6
@@ -71,6 +85,10 @@ def column_spec(model: TimingModel) -> list[Stat | tuple]:
     spec can grow during a session; the service republishes its manifest when it changes.
     """
     entries = model.entries
+    if model.session.source == "bmi":
+        columns = [Stat.NUM, Stat.STATE, Stat.DRIVER, Stat.LAPS, Stat.GAP, Stat.INT, Stat.LAST_LAP,
+                   Stat.BEST_LAP, AVERAGE_LAP]
+        return columns + [Stat.PITS] if any(entry.pit_count for entry in entries) else columns
     columns: list[Stat | tuple] = [Stat.NUM, Stat.STATE]
     if any(entry.car_class for entry in entries):
         columns.append(Stat.CLASS)
@@ -85,8 +103,8 @@ def column_spec(model: TimingModel) -> list[Stat | tuple]:
 
 
 def track_data_spec(model: TimingModel) -> list[str]:
-    """Headings of the track data panel (fixed: see :data:`TRACK_DATA_SPEC`)."""
-    return list(TRACK_DATA_SPEC)
+    """Headings of the track data panel (:data:`TRACK_DATA_SPEC`, BMI: :data:`BMI_TRACK_DATA_SPEC`)."""
+    return list(BMI_TRACK_DATA_SPEC if model.session.source == "bmi" else TRACK_DATA_SPEC)
 
 
 def _temperature(value: float | None) -> str:
@@ -96,6 +114,14 @@ def _temperature(value: float | None) -> str:
 def track_data(model: TimingModel) -> list[str]:
     """Values for :func:`track_data_spec`: track, layout, air and track °C, weather, session type."""
     current = model.session
+    if current.source == "bmi":
+        state, end = current.extra.get("S"), current.extra.get("E")
+        return [
+            current.name or "",
+            HEAT_STATES.get(state, "").capitalize() if type(state) is int else "",
+            (current.mode or "").capitalize(),
+            END_CONDITIONS.get(end, "").capitalize() if type(end) is int else "",
+        ]
     kind = current.type.value.capitalize() if current.type is not SessionType.OTHER else ""
     return [
         current.track or "",
@@ -113,12 +139,14 @@ def name(model: TimingModel) -> str:
 
 
 def description(model: TimingModel) -> str:
-    """Service description: session name and track (and layout when the track name lacks it)."""
+    """Service description: session name and track (and layout when the track name lacks it), then
+    how the session is won when known (``"33 - Carrera XL (most laps wins)"``)."""
     current = model.session
     track = current.track or ""
     if current.layout and current.layout.lower() not in track.lower():
         track = f"{track} ({current.layout})" if track else current.layout
-    return " - ".join(part for part in (current.name, track) if part)
+    text = " - ".join(part for part in (current.name, track) if part)
+    return f"{text} ({current.mode})" if text and current.mode else text
 
 
 def session(model: TimingModel, now: float | None = None) -> dict[str, Any]:
@@ -189,7 +217,50 @@ def _best_gap(car: Entry, ahead: Entry) -> float | str:
     return round(car.best_lap - ahead.best_lap, 3)
 
 
+def _average_gap(car: Entry, ahead: Entry) -> float | str:
+    if car.average_lap is None or ahead.average_lap is None:
+        return ""
+    return round(car.average_lap - ahead.average_lap, 3)
+
+
+def _reported_interval(car: Entry, ahead: Entry, ahead_leads: bool) -> float | str:
+    """Interval in a most-laps heat: laps down, else the difference of the source's gaps to the
+    leader (both in seconds; the leader's own gap is 0), else from line crossings."""
+    down = len(ahead.laps) - len(car.laps)
+    if not car.laps:
+        return ""
+    if down >= 1:
+        return _laps_text(down)
+    theirs = 0.0 if ahead_leads and ahead.reported_gap is None else ahead.reported_interval
+    if car.reported_interval is not None and theirs is not None:
+        return round(car.reported_interval - theirs, 3)
+    return _race_gap(car, ahead)
+
+
+def _bmi_gaps(model: TimingModel) -> dict[int, tuple[Any, Any]]:
+    """Gap = the source's own gap; Int computed by the heat's race mode (``extra["R"]``)."""
+    entries = model.entries
+    mode = model.session.extra.get("R")
+    result: dict[int, tuple[Any, Any]] = {}
+    for index, entry in enumerate(entries):
+        gap = entry.reported_gap if entry.reported_gap is not None else ""
+        if index == 0:
+            result[id(entry)] = (gap, "")
+            continue
+        ahead = entries[index - 1]
+        if mode == 1:
+            interval = _best_gap(entry, ahead)
+        elif mode == 2:
+            interval = _average_gap(entry, ahead)
+        else:
+            interval = _reported_interval(entry, ahead, index == 1)
+        result[id(entry)] = (gap, interval)
+    return result
+
+
 def _gaps(model: TimingModel) -> dict[int, tuple[Any, Any]]:
+    if model.session.source == "bmi":
+        return _bmi_gaps(model)
     entries = model.entries
     gap_of = _race_gap if model.session.type is SessionType.RACE else _best_gap
     result: dict[int, tuple[Any, Any]] = {}
@@ -256,6 +327,7 @@ _EXTRACTORS: dict[tuple, _Extractor] = {
     Stat.LAST_LAP.value: lambda e, m, g: _last_lap(e, m),
     Stat.BEST_LAP.value: lambda e, m, g: _best_lap(e, m),
     Stat.PITS.value: lambda e, m, g: e.pit_count,
+    AVERAGE_LAP: lambda e, m, g: e.average_lap if e.average_lap is not None else "",
     Stat.BEST_SPEED.value: lambda e, m, g: round(e.top_speed, 1) if e.top_speed is not None else "",
 }
 
@@ -303,12 +375,19 @@ def _message(event: FeedEvent) -> list | None:
     elif kind in (EventKind.JOIN, EventKind.LEAVE):
         message = [when, "Server", event.text, None]
     elif kind == EventKind.SESSION_CHANGE:
+        if data.get("message"):  # the feed's own wording, shown for the first session too
+            return [when, "Session", str(data["message"]), "raceControl"]
         if data.get("initial"):
             return None
         text = event.text if data.get("looped") else f"New session: {event.text}"
         return [when, "Session", text, "raceControl"]
     elif kind == EventKind.SERVER_RESTART:
         return [when, "Server", event.text or "Server restarted", "raceControl"]
+    elif kind == EventKind.SESSION_STATE and event.text:
+        return [when, "Race Control", event.text, data.get("style") or "raceControl"]
+    elif kind == EventKind.PIT_IN and data.get("inferred") and event.text:
+        # No pit state to derive a message from: the feed inferred the stop from a lap time.
+        message = [when, "Pits", event.text, "pit"]
     else:
         return None
     if event.car_number is not None:
@@ -321,8 +400,10 @@ def messages(events: Iterable[FeedEvent]) -> list[list]:
 
     Produced for chat (category "Chat", or "Race Control" for server messages), collisions
     ("Incident", style "yellow"), joins and leaves ("Server"), session changes ("Session"; not for
-    the first session seen after connecting) and server restarts. Chat and collisions of the team's
-    cars get the category "Team". Pit stops and driver changes are left to the framework's
+    the first session seen after connecting, unless the feed words the message itself in
+    ``data["message"]``), server restarts, session state changes ("Race Control", style from
+    ``data["style"]``) and pit stops the feed *inferred* ("Pits"). Chat and collisions of the team's
+    cars get the category "Team". Other pit stops and driver changes are left to the framework's
     generators, which derive them from the State and Driver columns.
     """
     produced = [message for message in map(_message, events) if message is not None]
