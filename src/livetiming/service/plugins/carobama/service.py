@@ -60,6 +60,11 @@ def make_feed(options: Options) -> Any:
         from livetiming.service.plugins.carobama.feeds.emperor import EmperorFeed
 
         return EmperorFeed(team_tag=options.team)
+    if options.source == "bmi":
+        from livetiming.service.plugins.carobama.feeds.bmi import BMIFeed, venue_from_url
+
+        return BMIFeed(pit_threshold=options.pit_threshold,
+                       venue=options.venue or venue_from_url(options.url))
     raise ValueError(f"the {options.source!r} source is not available in this version of carobama")
 
 
