@@ -24,10 +24,11 @@ the session).
 
 BMI karting heats (``model.session.source == "bmi"``) differ where the source does: columns Num
 (kart), State, Driver, Laps, Gap (the source's own gap ``G``, as the feed parsed it), Int (computed
-here: laps down, else the difference of the two karts' ``G`` seconds, else line crossings; by best
-lap or average lap in heats won by those), Last, Best, :data:`AVERAGE_LAP` and Pits (only once a pit
-stop was inferred); the order is the source's; the track data panel shows heat, status, race mode
-and end condition. The description adds the session's ``mode`` in words when the feed sets one.
+here: the difference of the source's gaps recorded as the two karts completed the same lap, else
+laps down, else line crossings; by best lap or average lap in heats won by those), Last, Best,
+:data:`AVERAGE_LAP` and Pits (only once a pit stop was inferred); the order is the source's; the
+track data panel shows heat, status, race mode and end condition. The description adds the
+session's ``mode`` in words when the feed sets one.
 """
 
 from __future__ import annotations
@@ -223,17 +224,22 @@ def _average_gap(car: Entry, ahead: Entry) -> float | str:
     return round(car.average_lap - ahead.average_lap, 3)
 
 
-def _reported_interval(car: Entry, ahead: Entry, ahead_leads: bool) -> float | str:
-    """Interval in a most-laps heat: laps down, else the difference of the source's gaps to the
-    leader (both in seconds; the leader's own gap is 0), else from line crossings."""
-    down = len(ahead.laps) - len(car.laps)
-    if not car.laps:
+def _reported_interval(car: Entry, ahead: Entry) -> float | str:
+    """Interval in a most-laps heat at the car's last line crossing.
+
+    The source's gaps to the leader recorded with the two cars' laps of the same number
+    (``Lap.gap``) give it exactly; without them, laps down, else line crossings.
+    """
+    laps = len(car.laps)
+    if not laps:
         return ""
+    mine = car.laps[-1].gap
+    theirs = ahead.laps[laps - 1].gap if len(ahead.laps) >= laps else None
+    if mine is not None and theirs is not None:
+        return round(mine - theirs, 3)
+    down = len(ahead.laps) - laps
     if down >= 1:
         return _laps_text(down)
-    theirs = 0.0 if ahead_leads and ahead.reported_gap is None else ahead.reported_interval
-    if car.reported_interval is not None and theirs is not None:
-        return round(car.reported_interval - theirs, 3)
     return _race_gap(car, ahead)
 
 
@@ -253,7 +259,7 @@ def _bmi_gaps(model: TimingModel) -> dict[int, tuple[Any, Any]]:
         elif mode == 2:
             interval = _average_gap(entry, ahead)
         else:
-            interval = _reported_interval(entry, ahead, index == 1)
+            interval = _reported_interval(entry, ahead)
         result[id(entry)] = (gap, interval)
     return result
 

@@ -157,6 +157,8 @@ class Lap:
         top_speed: highest speed seen during the lap in km/h (None when not measured).
         inferred: True when the lap's existence was deduced from a lap counter jump rather than
             seen directly.
+        gap: the upstream's own gap to the leader reported as the car completed this lap, in
+            seconds (0 for the leader), when the upstream gives one and the car was not lapped.
     """
 
     number: int
@@ -169,6 +171,7 @@ class Lap:
     timestamp: float | None = None
     top_speed: float | None = None
     inferred: bool = False
+    gap: float | None = None
 
 
 @dataclass(slots=True)

@@ -83,6 +83,9 @@ Entries and laps
 * Laps, per driver, from the lap counter ``L`` compared with the previous frame:
 
   - unchanged: nothing (repeated frames); a changed ``T`` corrects the last lap's time;
+  - the newest lap keeps the source's gap to the leader at that line crossing (``Lap.gap``:
+    seconds, 0 for the leader's empty ``G``, None when lapped) in heats won by most laps, so that
+    intervals can be computed between two karts' crossings of the same lap;
   - +1: one lap with time ``T``, crossed at the receive time (``Lap.timestamp`` is the caller's
     clock for this feed: BMI frames carry no crossing time);
   - +n (a gap in the feed): n laps; the newest has time ``T``, the others are ``inferred`` with an
@@ -720,7 +723,10 @@ class BMIFeed:
         laps = _int(raw.get("L"), 0, MAX_LAPS)
         before = len(entry.laps)
         if laps is not None:
-            self._laps(heat, kart, laps, last, best, ts, budget, events)
+            gap: float | None = None
+            if self._model.session.extra.get("R") not in (1, 2):  # G is a gap at the line
+                gap = 0.0 if _text(raw.get("G")) is None else entry.reported_interval
+            self._laps(heat, kart, laps, last, best, gap, ts, budget, events)
         elif "L" in raw:
             problems.append(f"driver {entry.number}: lap count L unusable")
         crossed = len(entry.laps) > before
@@ -747,7 +753,7 @@ class BMIFeed:
             entry.state = CarState.RUN
 
     def _laps(self, heat: _Heat, kart: _Kart, count: int, last: float | None, best: float | None,
-              ts: float, budget: list[int], events: list[FeedEvent]) -> None:
+              gap: float | None, ts: float, budget: list[int], events: list[FeedEvent]) -> None:
         entry = kart.entry
         have = len(entry.laps)
         previous = kart.upstream_laps
@@ -783,7 +789,8 @@ class BMIFeed:
             time = last if newest else (missing_time if number == count - 1 else None)
             inferred = not newest and time is None
             lap = Lap(number=number, time=time, driver=entry.driver, position=position,
-                      timestamp=ts if newest and new == 1 and not initial else None, inferred=inferred)
+                      timestamp=ts if newest and new == 1 and not initial else None, inferred=inferred,
+                      gap=gap if newest else None)
             entry.laps.append(lap)
             personal = time is not None and (entry.best_lap is None or time < entry.best_lap - 1e-9)
             overall = time is not None and (session_best is None or time < session_best - 1e-9)
