@@ -745,6 +745,43 @@ def test_class_ids_shown_only_for_a_multi_class_field():
     }
 
 
+def test_class_label_is_short_zero_uuid_is_no_class_and_a_partial_car_info_keeps_it():
+    mgr = Manager(version=202, track="ks_red_bull_ring", config="layout_gp")
+    gt3 = "35e709b2-ecbc-4af8-8298-25e71ef70673"
+    mgr.add(0, 0, "Alice Martin", "g1", RaceNumber=7, ClassID=gt3)
+    mgr.add(0, 1, "Bob O'Neil", "g2", RaceNumber=22)  # the zero UUID: no class
+    mgr.add(0, 2, "Chen Wei", "g3", RaceNumber=48, ClassID=" 00000000-0000-0000-0000-000000000000 ")
+    run = Run()
+    run.send(0, mgr.snapshot(0))
+    assert [e.car_class for e in run.model.entries] == [None, None, None]  # one real class only
+    assert Stat.CLASS not in ctd.column_spec(run.model)
+    gt4 = "f4b5f57b-7465-4086-b6ff-172104320962"
+    mgr.d("g3")["CarInfo"]["ClassID"] = gt4
+    run.send(1, mgr.snapshot(1))
+    classes = {e.number: e.car_class for e in run.model.entries}
+    assert classes == {"7": "35e709b2", "22": None, "48": "f4b5f57b"}
+    raw = json.loads(mgr.snapshot(2))
+    del raw["Message"]["ConnectedDrivers"]["Drivers"]["g3"]["CarInfo"]["ClassID"]  # says nothing
+    run.send(2, json.dumps(raw))
+    assert run.entry("48").car_class == "f4b5f57b"
+    spec = ctd.column_spec(run.model)
+    assert [row[spec.index(Stat.CLASS)] for row in ctd.cars(run.model, spec)] == ["35e709b2", "", "f4b5f57b"]
+
+
+def test_bundled_demo_never_shows_a_full_class_uuid():
+    from livetiming.service.plugins.carobama.demo import demo_capture
+    from livetiming.service.plugins.carobama.replay import load_replay_frames
+
+    _header, frames, _skipped = load_replay_frames(demo_capture("emperor"))
+    feed = EmperorFeed()
+    seen: set[str] = set()
+    for index, (t, data) in enumerate(frames):
+        feed.receive(data.decode("utf-8"), t)
+        if index % 500 == 0 or index == len(frames) - 1:
+            seen.update(e.car_class for e in feed.model.entries if e.car_class)
+    assert seen and all(len(label) == 8 and "-" not in label for label in seen)
+
+
 def test_version_56_drops_state_and_waits_for_the_new_session():
     mgr, run = practice_with_alice()
     mgr.lap("g1", 100, 90.0)
@@ -917,6 +954,18 @@ def test_race_order_follows_line_crossings_not_summed_lap_times():
     assert [e.number for e in run.model.entries[:2]] == ["22", "7"]
     spec = [Stat.NUM, Stat.GAP]
     assert ctd.cars(run.model, spec)[:2] == [["22", ""], ["7", 147.0]]
+
+
+def test_race_cars_crossing_at_the_same_time_keep_acsm_order_before_summed_lap_times():
+    # Equal laps and the same crossing (e.g. both only seen in one snapshot): ACSM's own order
+    # (v2e: track position) decides, not the sum of lap times.
+    mgr, run = race_v2()
+    mgr.lap("g1", 150, 90.0)
+    mgr.lap("g2", 150, 90.5)
+    raw = json.loads(mgr.snapshot(151))
+    raw["Message"]["ConnectedDrivers"]["GUIDsInPositionalOrder"] = ["g2", "g1", "g3"]
+    run.send(151, json.dumps(raw))
+    assert [e.number for e in run.model.entries] == ["22", "7", "48"]
 
 
 def test_has_completed_session_marks_fin():
@@ -1213,6 +1262,119 @@ def test_rejoining_in_another_slot_keeps_one_entry():
 
 
 # ------------------------------------------------------------------------------------------------
+# Each 200 is the complete truth (§6.1 rule 1): entries, names, counters, lap times
+# ------------------------------------------------------------------------------------------------
+
+
+def race_with_laps(laps: int = 2) -> tuple[Manager, Run]:
+    """``race_v2`` after ``laps`` laps of all three cars."""
+    mgr, run = race_v2(laps=20)
+    for lap in range(1, laps + 1):
+        for guid, offset in (("g1", 0.0), ("g2", 0.4), ("g3", 0.9)):
+            mgr.lap(guid, 60 + lap * 90 + offset, 90 + offset)
+        run.send(61 + lap * 90, mgr.snapshot(61 + lap * 90))
+    return mgr, run
+
+
+def test_entry_with_laps_is_removed_when_none_of_its_drivers_is_in_the_snapshot():
+    mgr, run = race_with_laps()
+    # Chen vanishes from both maps (ACSM forgot him): the snapshot says the car is gone.
+    chen = mgr.connected.pop("g3")
+    run.send(300, mgr.snapshot(300))
+    assert [e.number for e in run.model.entries] == ["7", "22"]
+    assert run.send(301, car_update(2, 1.0, 2.0, 90.0)) == []  # his slot's reports are ignored
+    # A leaver with laps stays: ACSM keeps him in DisconnectedDrivers.
+    run.send(310, mgr.disconnect("g2"), mgr.snapshot(310))
+    assert [(e.number, e.connected, len(e.laps)) for e in run.model.entries] == [
+        ("7", True, 2),
+        ("22", False, 2),
+    ]
+    # The truth is the snapshot: a car back in it is rebuilt from it, as a new entry.
+    mgr.connected["g3"] = chen
+    run.send(320, mgr.snapshot(320))
+    chen_car = run.entry("48")
+    assert (chen_car.key, chen_car.driver, len(chen_car.laps)) == ("car2-2", "Chen Wei", 2)
+
+
+def test_driver_swap_entry_survives_the_old_driver_ageing_out():
+    mgr, run = race_with_laps()
+    run.send(300, mgr.disconnect("g3"), mgr.snapshot(300))
+    run.send(305, mgr.connect(305, 2, "Dana Kowalski", "g4", RaceNumber=48), mgr.snapshot(305))
+    del mgr.disconnected["g3"]  # v2.x forgets a leaver some time later (§4.2)
+    run.send(400, mgr.snapshot(400))
+    car = run.entry("48")
+    assert (car.driver, car.drivers, len(car.laps)) == ("Dana Kowalski", ["Chen Wei", "Dana Kowalski"], 2)
+    assert [e.number for e in run.model.entries].count("48") == 1
+
+
+def test_snapshot_without_a_driver_map_object_removes_nothing():
+    mgr, run = race_with_laps()
+    raw = json.loads(mgr.snapshot(300))
+    raw["Message"]["DisconnectedDrivers"] = None  # not a map: this snapshot is not the whole truth
+    del raw["Message"]["ConnectedDrivers"]["Drivers"]["g3"]
+    run.send(300, json.dumps(raw))
+    assert sorted(e.number for e in run.model.entries) == ["22", "48", "7"]
+    assert len(run.entry("48").laps) == 2
+
+
+def test_driver_object_without_counters_is_not_a_reset():
+    mgr, run = race_with_laps()
+    raw = json.loads(mgr.snapshot(300))
+    drivers = raw["Message"]["ConnectedDrivers"]["Drivers"]
+    drivers["g3"] = {"CarInfo": {"CarID": 2, "DriverGUID": "g3", "DriverName": "Chen Wei"}}
+    events = run.send(300, json.dumps(raw))
+    assert run.of(EventKind.LAP, events) == []
+    assert len(run.entry("48").laps) == 2
+    events = run.send(301, mgr.snapshot(301))  # the full object again: nothing new happened
+    assert run.of(EventKind.LAP, events) == []
+    assert len(run.entry("48").laps) == 2
+    mgr.lap("g3", 330, 91.0)
+    events = run.send(331, mgr.snapshot(331))
+    assert [(e.data["lap"], e.data["time"]) for e in run.of(EventKind.LAP, events)] == [(3, 91.0)]
+
+
+def test_driver_name_never_falls_back_to_the_guid():
+    mgr, run = race_with_laps()
+    raw = json.loads(mgr.snapshot(300))
+    drivers = raw["Message"]["ConnectedDrivers"]["Drivers"]
+    drivers["g3"]["CarInfo"] = None  # a known driver whose object lost its CarInfo
+    drivers["76561198000000050"] = {"CarInfo": {"CarID": 10, "DriverGUID": "76561198000000050"}}
+    run.send(300, json.dumps(raw))
+    assert run.entry("48").driver == "Chen Wei"
+    assert run.entry("48").drivers == ["Chen Wei"]
+    assert run.entry("10").driver == "Driver 10"
+    shown = json.dumps(ctd.cars(run.model, ctd.column_spec(run.model)))
+    assert "76561198000000050" not in shown
+    # The name arrives later: it replaces the placeholder everywhere.
+    drivers["76561198000000050"]["CarInfo"]["DriverName"] = "Mia Khan"
+    run.send(301, json.dumps(raw))
+    assert (run.entry("10").driver, run.entry("10").drivers) == ("Mia Khan", ["Mia Khan"])
+    # 51 and 52 without a name.
+    events = run.send(302, frame(51, {"CarID": 11, "DriverGUID": "76561198000000051"}))
+    assert run.entry("11").driver == "Driver 11"
+    assert "76561198000000051" not in events[0].text
+    events = run.send(303, frame(52, {"CarID": 12, "DriverGUID": "76561198000000052"}))
+    assert "76561198000000052" not in events[0].text
+
+
+def test_implausible_lap_times_count_the_lap_without_a_time():
+    mgr, run = race_with_laps()
+    # AC's "no time" sentinel (999999999 ms, 11.6 days) and a negative time are not lap times.
+    for t, bogus in ((330, ns(999_999.999)), (420, -ns(90))):
+        mgr.lap("g3", t, 90.0)
+        mgr.car("g3").update({"LastLap": bogus, "BestLap": bogus})
+        events = run.send(t + 1, mgr.snapshot(t + 1))
+        [lap] = run.of(EventKind.LAP, events)
+        assert lap.data["time"] is None
+    car = run.entry("48")
+    assert (len(car.laps), car.last_lap, car.best_lap) == (4, None, pytest.approx(90.9))
+    # Long but possible (a car parked on track for an hour) is still a lap time.
+    mgr.lap("g3", 4200, 3723.004)
+    run.send(4201, mgr.snapshot(4201))
+    assert run.entry("48").last_lap == pytest.approx(3723.004)
+
+
+# ------------------------------------------------------------------------------------------------
 # Clock and flag (§5.3)
 # ------------------------------------------------------------------------------------------------
 
@@ -1391,7 +1553,7 @@ def test_odd_values_inside_valid_frames_are_tolerated():
     assert run.of(EventKind.BAD_FRAME, events) == []
     assert sorted(e.number for e in run.model.entries) == ["0", "9"]
     assert len(run.entry("0").laps) == 0
-    assert run.entry("9").driver == "g-odd"
+    assert run.entry("9").driver == "Driver 9"  # no DriverName: a placeholder, never the GUID
     assert run.feed.receive("{}", float("nan"))[0].kind == EventKind.BAD_FRAME
     assert run.feed.receive(b'{"EventType":56,"Message":4}', T0 + 3)[0].kind == EventKind.SERVER_RESTART
     assert run.feed.receive(None, T0 + 4)[0].kind == EventKind.BAD_FRAME  # type: ignore[arg-type]

@@ -35,14 +35,24 @@ The spec's advice for car-based timing (§6.2, "aggregate by CarID") is followed
 3. A disconnected driver stays on the entry he last drove. Drivers only seen in
    ``DisconnectedDrivers`` (e.g. in the first snapshot after connecting) join the entry of their
    ``CarID`` or create it.
-4. An entry without laps whose drivers are all gone from the snapshot is removed (ACSM forgets
-   leavers without laps). Entries with laps are kept even when ACSM ages their drivers out (§4.2).
+4. An entry is removed when none of the drivers (GUIDs) who drove it this session is in either
+   driver map of a ``200`` (§6.1 rule 1: the snapshot is the whole truth). A leaver with laps stays
+   (ACSM keeps him in ``DisconnectedDrivers``), and so does a car after a driver swap while its new
+   driver is there; a leaver without laps vanishes with his entry, as in ACSM. A car that ACSM ages
+   out of ``DisconnectedDrivers`` (reported for v2.x, §4.2) therefore leaves the table too. A
+   snapshot whose ``ConnectedDrivers`` or ``DisconnectedDrivers`` is not a driver map object is
+   not the whole truth: it removes only entries without laps.
+
+A driver's name is the last ``DriverName`` seen; a driver object without one keeps the known name,
+and a driver never named is shown as ``Driver <CarID>`` (never his GUID) until his name arrives.
 
 ``Entry.key`` is ``"car<CarID>"`` (with a ``-2``, ``-3``… suffix if that key was already used in
 the session) and never changes while the session lasts. ``Entry.number`` is the v2.x
 ``RaceNumber`` when it is set, otherwise the CarID, made unique with a letter suffix.
-``Entry.car_class`` is the first 8 characters of the v2.x ``ClassID`` (ACSM sends no class names),
-set only when the field has more than one class.
+``Entry.car_class`` is the first 8 characters of the v2.x ``ClassID`` (a UUID; ACSM sends no class
+names, and a prefix stays the same label across restarts and reconnects, unlike "Class A/B"), set
+only when the field has more than one real class; the all-zero UUID means "no class", and a
+``CarInfo`` without ``ClassID`` leaves the class as it was.
 
 Lap counting: per driver, the increase of ``TotalNumLaps`` (laps over all cars he used; the sum of
 ``Cars[*].NumLaps`` when absent) is added to the entry he is driving, with ``LastLap`` as the time
@@ -52,11 +62,16 @@ laps as counted, ``inferred``, with the times that can be known: the newest from
 when exactly one lap is missing its time from the increase of ``TotalLapTime``. A *decrease* is a
 reset of that driver's counters (he was re-created) and adds nothing. A driver first seen joining
 a car whose lap count equals his own is assumed to carry the car's counters (a v2.x manager that
-merges laps per car, §9.6) and adds nothing.
+merges laps per car, §9.6) and adds nothing. A driver object without any lap counter
+(no ``TotalNumLaps`` and no ``Cars[*].NumLaps``) says nothing about laps and is not a reset.
+Lap, best-lap and split times must be positive and at most 24 hours (longer values are garbage
+such as 999999999 ms, the "no lap" value of AC's result files): a lap whose time fails this is
+counted without a time.
 
 Classification (``TimingModel.entries``, recomputed on each ``200``): races by laps (more first),
 then the time the last lap was completed (earlier first; the crossing of the same lap number),
-then total lap time; other sessions by best lap, then laps. Ties keep ACSM's own order.
+then ACSM's own order (equal crossings only happen when both were read from one snapshot), then
+total lap time; other sessions by best lap, then laps. Ties keep ACSM's own order.
 
 Pit state
 =========
@@ -161,6 +176,9 @@ _INF = math.inf
 _NS = 1e9
 #: Largest plausible duration in nanoseconds (~11.6 days); anything bigger is treated as garbage.
 _MAX_NS = 10**15
+#: Longest plausible lap or sector time (24 h). Longer values, e.g. 999999999 ms (the "no lap" value
+#: of AC's result files), are not times: such a lap is counted without a time.
+_MAX_LAP_NS = 24 * 3600 * 10**9
 _SERVER_CAR_ID = 255
 _V1_WAIT_DIVISOR = 126.166667
 _ZERO_TIME_PREFIX = "0001-01-01"
@@ -228,6 +246,17 @@ def _ns(value: Any) -> int | None:
     if number is None or number <= 0 or number > _MAX_NS:
         return None
     return number
+
+
+def _lap_ns(value: Any) -> int | None:
+    """A plausible lap or sector time in nanoseconds (positive, at most a day), else None."""
+    number = _ns(value)
+    return number if number is not None and number <= _MAX_LAP_NS else None
+
+
+def _placeholder(car_id: int | None) -> str:
+    """Display name for a driver whose ``DriverName`` was never seen (never his GUID)."""
+    return f"Driver {car_id}" if car_id is not None else "Unknown driver"
 
 
 def _counter(value: Any) -> int | None:
@@ -374,7 +403,7 @@ def _splits(value: Any) -> dict[int, float]:
             index = key if type(key) is int else _int_key(key)
         if index is None or not 0 <= index < 64:
             continue
-        time_ns = _ns(split.get("SplitTime"))
+        time_ns = _lap_ns(split.get("SplitTime"))
         if time_ns is not None:
             result[index] = time_ns / _NS
     return result
@@ -414,6 +443,7 @@ class _Driver:
     __slots__ = (
         "guid",
         "name",
+        "named",
         "car",
         "connected",
         "loaded",
@@ -425,9 +455,11 @@ class _Driver:
         "best_splits_raw",
     )
 
-    def __init__(self, guid: str, name: str) -> None:
+    def __init__(self, guid: str, name: str, named: bool = True) -> None:
         self.guid = guid
         self.name = name
+        #: False while ``name`` is only a placeholder (no DriverName seen yet).
+        self.named = named
         self.car: _Car | None = None
         self.connected = False
         self.loaded = False
@@ -704,7 +736,7 @@ class EmperorFeed:
         self._apply_track(message)
         self._clock_sample(info, ts)
 
-        top_best = _ns(message.get("BestLap"))
+        top_best = _lap_ns(message.get("BestLap"))
         if top_best is not None:
             self._top_best_ns = top_best
         if "BestSplits" in message:
@@ -775,6 +807,10 @@ class EmperorFeed:
                 )
 
     def _apply_drivers(self, message: dict, ts: float, events: list[FeedEvent], initial: bool) -> None:
+        # The snapshot is the whole truth (§6.1 rule 1) only when both driver maps are there.
+        complete = _is_driver_map(message.get("ConnectedDrivers")) and _is_driver_map(
+            message.get("DisconnectedDrivers")
+        )
         connected = _driver_map(message.get("ConnectedDrivers"))
         disconnected = _driver_map(message.get("DisconnectedDrivers"))
         for car in self._cars.values():
@@ -832,8 +868,8 @@ class EmperorFeed:
             entry.connected = (
                 car.current is not None and car.current.connected and live.get(car.car_id) is car  # type: ignore[arg-type]
             )
-            if not car.present and not entry.connected and not entry.laps:
-                self._drop(car)
+            if not car.present and (complete or not entry.laps) and not entry.connected:
+                self._drop(car)  # none of the car's drivers is in the snapshot: ACSM forgot it
         self._finish_update(ts, events)
 
     def _apply_driver(
@@ -848,15 +884,14 @@ class EmperorFeed:
     ) -> _Car | None:
         """Bind one snapshot driver to its car and take over his counters."""
         info = _dict(raw.get("CarInfo"))
-        name = _str(info.get("DriverName")) or guid
         car_id = _int(info.get("CarID"))
         if car_id is not None and not 0 <= car_id < 65536:
             car_id = None
         driver = self._drivers.get(guid)
         if driver is None:
-            driver = _Driver(guid, name)
+            driver = _Driver(guid, "", named=False)
             self._drivers[guid] = driver
-        driver.name = name
+        self._set_name(driver, _str(info.get("DriverName")), car_id)
         driver.connected = connected
         loaded_raw = raw.get("LoadedTime")
         if connected and not driver.loaded:
@@ -898,19 +933,34 @@ class EmperorFeed:
         total_ns = 0
         best_ns: int | None = None
         laps_sum = 0
+        laps_seen = False
         for car_laps in cars.values():
             if type(car_laps) is not dict:
                 continue
-            laps_sum += _counter(car_laps.get("NumLaps")) or 0
+            laps = _counter(car_laps.get("NumLaps"))
+            if laps is not None:
+                laps_seen = True
+                laps_sum += laps
             total_ns += _ns(car_laps.get("TotalLapTime")) or 0
-            best = _ns(car_laps.get("BestLap"))
+            best = _lap_ns(car_laps.get("BestLap"))
             if best is not None and (best_ns is None or best < best_ns):
                 best_ns = best
+        # A driver object without any lap counter (hostile or truncated) says nothing about laps:
+        # it must not read as a reset to zero.
+        counters_known = total_laps is not None or laps_seen
+        if not laps_seen:
+            total_ns = driver.counted_ns  # no per-car times: the total time is not known either
         if total_laps is None:
-            total_laps = laps_sum
+            total_laps = laps_sum if laps_seen else driver.counted_laps
         pits = _counter(raw.get("NumPits"))
 
-        if not driver.counters_seen and car.entry.laps and total_laps == len(car.entry.laps) and not initial:
+        if (
+            counters_known
+            and not driver.counters_seen
+            and car.entry.laps
+            and total_laps == len(car.entry.laps)
+            and not initial
+        ):
             # A v2.x manager that carries the car's counters over to the new driver.
             driver.counted_laps = total_laps
             driver.counted_ns = total_ns
@@ -919,12 +969,13 @@ class EmperorFeed:
         if car.current is driver or car.current is None:
             self._apply_car_info(car, driver, info, ts, events)
 
-        driver.counters_seen = True
+        if counters_known:
+            driver.counters_seen = True
 
         # Laps.
         delta = total_laps - driver.counted_laps
         if delta > 0:
-            last_ns = _ns(current.get("LastLap"))
+            last_ns = _lap_ns(current.get("LastLap"))
             self._add_laps(car, driver, delta, total_ns - driver.counted_ns, last_ns, current, ts, initial)
         elif delta < 0:
             driver.best_ns = None  # the driver was re-created: his counters start again
@@ -961,6 +1012,40 @@ class EmperorFeed:
             ):
                 entry.top_speed = speed
         return car
+
+    def _set_name(self, driver: _Driver, name: str, car_id: int | None) -> None:
+        """Take the ``DriverName`` of a frame; without one keep the known name or a placeholder.
+
+        The placeholder is ``Driver <CarID>`` (never the GUID). When the real name arrives it
+        replaces the placeholder wherever it was shown (the entry's driver list and its laps).
+        """
+        named = bool(name.strip())
+        if not named:
+            if driver.named:
+                return
+            if car_id is None and driver.car is not None:
+                car_id = driver.car.car_id
+            name = _placeholder(car_id)
+        old, was_placeholder = driver.name, not driver.named
+        driver.named = named
+        if name == old:
+            return
+        driver.name = name
+        car = driver.car
+        if car is None or not was_placeholder:
+            return
+        entry = car.entry
+        if old in entry.drivers:
+            index = entry.drivers.index(old)
+            if name in entry.drivers:
+                del entry.drivers[index]
+            else:
+                entry.drivers[index] = name
+        if entry.driver == old:
+            entry.driver = name
+        for lap in entry.laps:
+            if lap.driver == old:
+                lap.driver = name
 
     def _apply_live_fields(
         self, car: _Car, driver: _Driver, raw: dict, current: dict, ts: float, events: list[FeedEvent]
@@ -1000,8 +1085,9 @@ class EmperorFeed:
         team = _str(info.get("TeamName"))
         if team:
             entry.team = team
-        class_id = _str(info.get("ClassID"))
-        car.class_id = class_id if class_id.strip("0-") else None
+        if "ClassID" in info:  # a CarInfo without the field says nothing about the class
+            class_id = _str(info.get("ClassID")).strip()
+            car.class_id = class_id if class_id.strip("0-") else None  # the zero UUID: no class
         tyre = _str(info.get("Tyres"))
         if tyre:
             self._set_tyre(car, tyre, ts, events)
@@ -1066,7 +1152,7 @@ class EmperorFeed:
             times[-1] = last_ns / _NS
         crossing = parse_time(current.get("LastLapCompletedTime"))
         stamps[-1] = crossing
-        if count == 2 and last_ns is not None and 0 < delta_ns - last_ns <= _MAX_NS:
+        if count == 2 and last_ns is not None and 0 < delta_ns - last_ns <= _MAX_LAP_NS:
             times[0] = (delta_ns - last_ns) / _NS
             if crossing is not None:
                 stamps[0] = crossing - times[-1]
@@ -1294,8 +1380,8 @@ class EmperorFeed:
                 return (
                     -len(entry.laps),
                     crossing if crossing is not None else _INF,
+                    car.rank,  # same crossing: ACSM's order (v2e sorts equal laps by track position)
                     entry.total_time if entry.total_time is not None else _INF,
-                    car.rank,
                 )
 
             ordered = sorted(self._cars.values(), key=race_key)
@@ -1651,13 +1737,13 @@ class EmperorFeed:
         car_id = _int(message.get("CarID"))
         if not guid or car_id is None or not 0 <= car_id < 65536:
             return [self._bad(ts, "51 NewConnection without DriverGUID or CarID")]
-        name = _str(message.get("DriverName")) or guid
         events: list[FeedEvent] = []
         driver = self._drivers.get(guid)
         if driver is None:
-            driver = _Driver(guid, name)
+            driver = _Driver(guid, "", named=False)
             self._drivers[guid] = driver
-        driver.name = name
+        self._set_name(driver, _str(message.get("DriverName")), car_id)
+        name = driver.name
         driver.connected = True
         driver.loaded = False
         car = self._bind(driver, car_id, True, ts, events, initial=False)
@@ -1688,7 +1774,7 @@ class EmperorFeed:
             return [self._bad(ts, "52 ConnectionClosed Message is not an object")]
         guid = _str(message.get("DriverGUID"))
         car_id = _int(message.get("CarID"))
-        name = _str(message.get("DriverName")) or guid
+        name = _str(message.get("DriverName")) or _placeholder(car_id)
         if not guid and car_id is None:
             return [self._bad(ts, "52 ConnectionClosed without DriverGUID or CarID")]
         driver = self._drivers.get(guid) if guid else None
@@ -1966,6 +2052,11 @@ class EmperorFeed:
         10: lambda self, message, ts: self._on_collision(message, ts, True),
         11: lambda self, message, ts: self._on_collision(message, ts, False),
     }
+
+
+def _is_driver_map(value: Any) -> bool:
+    """``{"Drivers": {...} | null, ...}``: a driver map as ACSM sends it, even an empty one."""
+    return type(value) is dict and type(value.get("Drivers", 0)) in (dict, type(None))
 
 
 def _driver_map(value: Any) -> list[tuple[str, dict]]:
