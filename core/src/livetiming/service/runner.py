@@ -13,7 +13,11 @@ log = Logger(namespace="livetiming.service")
 
 def start_standalone(service: Any, reactor: Any) -> int:
     """Listen for standalone clients and announce the port on stderr; returns the port."""
-    from livetiming.service.standalone import StandalonePublisher, StandaloneServerFactory
+    from livetiming.service.standalone import (
+        StandalonePublisher,
+        StandaloneServerFactory,
+        make_standalone_site,
+    )
 
     limits = {}
     if os.environ.get("LIVETIMING_STANDALONE_MAX_BACKLOG"):
@@ -24,7 +28,12 @@ def start_standalone(service: Any, reactor: Any) -> int:
         on_client_open=lambda client: service.onClientConnected(), clock=reactor, **limits)
     port = int(os.environ.get("LIVETIMING_STANDALONE_PORT") or 0)
     interface = getattr(service.args, "listen", None) or "127.0.0.1"
-    listening = reactor.listenTCP(port, factory, interface=interface)
+    web_resource = _web_resource(service)
+    if web_resource is None:
+        listening = reactor.listenTCP(port, factory, interface=interface)
+    else:
+        listening = reactor.listenTCP(port, make_standalone_site(factory, web_resource),
+                                      interface=interface)
     actual = listening.getHost().port
     service.add_publisher(StandalonePublisher(factory))
     service.standalone_factory = factory
@@ -36,6 +45,22 @@ def start_standalone(service: Any, reactor: Any) -> int:
     if getattr(service.args, "upnp", False):
         _open_upnp(actual)
     return actual
+
+
+def _web_resource(service: Any) -> Any:
+    """The service's optional web pages (``getWebResource()``), or None.
+
+    An extension of this framework: services written for the original have no such method and keep
+    a WebSocket-only standalone port. A failing hook is logged and ignored.
+    """
+    hook = getattr(service, "getWebResource", None)
+    if hook is None:
+        return None
+    try:
+        return hook()
+    except Exception:
+        log.failure("getWebResource() failed; serving the standalone protocol only")
+        return None
 
 
 def _open_upnp(port: int) -> None:

@@ -4,6 +4,15 @@ Clients (the Timing71 desktop client, scripts) connect on any path and
 receive ``[channel, message]`` JSON text frames; what they send is ignored.
 Each client has a bounded send queue: a client that stops reading is dropped
 (with a log line) instead of holding up the others or growing memory.
+
+Web pages (optional extension, not in the original framework): a service that
+has a ``getWebResource()`` method returning a ``twisted.web`` resource also
+serves plain HTTP on the standalone port. The port then runs a ``twisted.web``
+``Site`` (:func:`make_standalone_site`) whose root sends every WebSocket
+upgrade, on any path, to the legacy protocol above, and every other request
+to the service's resource. The service's resource may keep WebSocket paths of
+its own by having an ``isWebSocketPath(path: bytes) -> bool`` method; upgrades
+on those paths are routed into the service's resource instead.
 """
 
 from __future__ import annotations
@@ -12,9 +21,12 @@ import json
 from collections import deque
 from collections.abc import Callable
 
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
 from zope.interface import implementer
 
 #: A client whose unsent frames exceed this many bytes is dropped.
@@ -145,3 +157,66 @@ class StandalonePublisher:
     def publish(self, topic: str, message: dict, retain: bool = False) -> None:
         """Broadcast one wrapped message."""
         self.factory.broadcast(topic, message, retain)
+
+
+# ----- optional web pages on the standalone port ------------------------------------------------
+
+
+def is_websocket_upgrade(request) -> bool:
+    """True when an HTTP request asks to become a WebSocket (``Upgrade: websocket``)."""
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and upgrade.strip().lower() == b"websocket"
+
+
+class UpgradeResource(WebSocketResource):
+    """autobahn's ``WebSocketResource``, first detaching the HTTP channel from the connection.
+
+    twisted.web's HTTP channel registers itself as the connection's producer and runs an idle
+    timeout; both are released here so the WebSocket protocol can register its own producer (flow
+    control) and is never timed out by the channel it replaced.
+    """
+
+    def render(self, request):
+        channel = request.channel
+        transport = getattr(channel, "transport", None)
+        if transport is not None:
+            channel.setTimeout(None)
+            transport.unregisterProducer()
+        return super().render(request)
+
+
+class StandaloneRoot(Resource):
+    """Root of the standalone ``Site``: upgrades to the legacy protocol, the rest to the service."""
+
+    def __init__(self, factory: StandaloneServerFactory, web_resource: IResource):
+        super().__init__()
+        self.websocket = UpgradeResource(factory)
+        self.web = web_resource
+
+    def _claimed(self, request) -> bool:
+        claims = getattr(self.web, "isWebSocketPath", None)
+        return bool(claims is not None and claims(request.path))
+
+    def getChildWithDefault(self, path, request):
+        """Route one request: legacy WebSocket, or the service's resource tree."""
+        if is_websocket_upgrade(request) and not self._claimed(request):
+            return self.websocket
+        # Hand the whole path to the service's resource, as if it were the root.
+        request.prepath.pop()
+        request.postpath.insert(0, path)
+        return self.web
+
+
+class QuietSite(Site):
+    """A ``Site`` that writes no access log line per request (page assets would flood the log)."""
+
+    def log(self, request):
+        """Requests are not logged."""
+
+
+def make_standalone_site(factory: StandaloneServerFactory, web_resource: IResource) -> Site:
+    """A ``Site`` serving ``web_resource`` that still speaks the legacy protocol to WebSocket clients."""
+    site = QuietSite(StandaloneRoot(factory, web_resource))
+    site.noisy = False
+    site.displayTracebacks = False
+    return site

@@ -49,11 +49,15 @@ The clock: both readings of ``C``
    both running (``S`` 1 with ``CS`` not 0) decides: ``C`` rose → elapsed reading, ``C`` fell →
    remaining reading. The decision holds for the rest of the heat. It needs no clock, so it works
    the same live and in a fast replay.
-2. **Before that** (a single frame, a paused heat), the end condition decides: a heat that ends
-   after a time (``E`` 1 or 3) counts down (remaining reading); a manual or laps-only heat (``E`` 0
-   or 2) counts up (elapsed reading; in a laps race ``C`` keeps counting).
-3. The ``counter`` argument (``"elapsed"`` / ``"remaining"``) forces one reading; ``"auto"`` (the
-   default) applies the two rules above.
+2. **Before that**, a frame of the heat before its clock started (``S`` 0 or 5, or ``CS`` 0)
+   hints: a countdown shows the heat's length there, a count-up shows 0. So ``C`` > 0 in a heat that
+   ends after a time means the remaining reading, ``C`` 0 (or a heat without a time limit) the
+   elapsed reading.
+3. **Without either** (joining a running or paused heat), the end condition decides: a heat that
+   ends after a time (``E`` 1 or 3) counts down (remaining reading); a manual or laps-only heat
+   (``E`` 0 or 2) counts up (elapsed reading; in a laps race ``C`` keeps counting).
+4. The ``counter`` argument (``"elapsed"`` / ``"remaining"``) forces one reading; ``"auto"`` (the
+   default) applies the rules above, in that order.
 
 Values, at the frame's receive time:
 
@@ -358,12 +362,16 @@ class _Heat:
     name: str
     state: int | None = None
     started: bool = False
+    #: True once "Heat finished" was said (once per heat, even if ``S`` leaves 4 and comes back).
+    finish_said: bool = False
     #: True once some driver of the heat completed a lap.
     karts_with_laps: bool = False
     finalised: bool = False
     pause_count: int = 0
     #: "elapsed" or "remaining" once ``C``'s direction was observed.
     direction: str | None = None
+    #: "elapsed" or "remaining" as suggested by ``C`` before the clock started.
+    hint: str | None = None
     #: Last counter value (ms) of a running frame, for the direction rule.
     running_counter: float | None = None
     #: The heat's length in seconds (``C`` seen before the clock started, remaining reading).
@@ -497,6 +505,8 @@ class BMIFeed:
                 heat.key = key
                 return True
             return False
+        if key is None and not raw_name:
+            return True  # nothing in the frame says the heat changed
         if heat.key is not None and heat.state == 4 and state in (0, 5):
             return False  # the next heat, loaded under the same name as the finished one
         return same_name
@@ -626,7 +636,8 @@ class BMIFeed:
             said = ("paused", "Heat paused", "red")
         elif new == 3:
             said = ("stopped", "Heat stopped", "red")
-        elif new == 4 and old != 4:
+        elif new == 4 and not heat.finish_said:
+            heat.finish_said = True
             said = ("finished", "Heat finished", "track")
         if new in (2, 3, 4):
             heat.started = True
@@ -837,6 +848,8 @@ class BMIFeed:
             return self.counter
         if heat.direction is not None:
             return heat.direction
+        if heat.hint is not None:
+            return heat.hint
         return "remaining" if end in (1, 3) else "elapsed"
 
     def _clock(self, heat: _Heat, frame: dict, state: int | None, ts: float) -> None:
@@ -866,6 +879,8 @@ class BMIFeed:
         if state in (0, 5) or (state == 1 and not started):
             heat.saw_start = True
             heat.run_seconds = 0.0
+            if counter_ms is not None:
+                heat.hint = "remaining" if counter_ms > 0 and end in (1, 3) else "elapsed"
             if counter_ms and self._reading(heat, end) == "remaining":
                 heat.length = counter_ms / 1000.0
         reading = self._reading(heat, end)
