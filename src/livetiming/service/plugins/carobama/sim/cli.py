@@ -2,6 +2,8 @@
 
     carobama-simulate emperor --cars 20 --minutes 25 --seed 1 --flavour v2x --rate 1 \\
         --out race.capture.jsonl.gz --truth race.truth.json
+    carobama-simulate bmi --scenario demo --counter remaining --seed 1 \\
+        --out heats.capture.jsonl.gz --truth heats.truth.json
 
 Progress goes to stderr (a ``tqdm`` bar when tqdm is installed, otherwise a line every few seconds).
 """
@@ -14,6 +16,9 @@ import sys
 import time
 from typing import Any
 
+from .bmi import COUNTERS as BMI_COUNTERS
+from .bmi import SCENARIOS as BMI_SCENARIOS
+from .bmi import build_bmi
 from .emperor import FLAVOURS, TRACKS, build_race, write_capture
 
 
@@ -41,7 +46,27 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--out", required=True, help="capture file (.gz for gzip; '-' for stdout)")
     em.add_argument("--truth", default=None, help="also write the truth JSON here")
     em.add_argument("--quiet", action="store_true", help="no progress output")
+    bmi = sub.add_parser("bmi", help="BMI karting heat websocket (heats back to back)")
+    bmi.add_argument("--scenario", choices=BMI_SCENARIOS, default="demo",
+                     help="which heats (default demo: sprint, lap race, qualifying, average, endurance)")
+    bmi.add_argument("--counter", choices=BMI_COUNTERS, default="remaining",
+                     help="what the counter C shows in timed heats (default remaining)")
+    bmi.add_argument("--seed", type=int, default=1, help="random seed (same seed, same bytes)")
+    bmi.add_argument("--compresslevel", type=int, default=9, help="gzip level for .gz output (1-9)")
+    bmi.add_argument("--out", required=True, help="capture file (.gz for gzip; '-' for stdout)")
+    bmi.add_argument("--truth", default=None, help="also write the truth JSON (checkpoints) here")
     return ap
+
+
+def _main_bmi(args: argparse.Namespace) -> int:
+    sim = build_bmi(args.scenario, seed=args.seed, counter=args.counter)
+    out: Any = sys.stdout if args.out == "-" else args.out
+    write_capture(sim.frames(), out, sim.header(), args.compresslevel)
+    if args.truth:
+        with open(args.truth, "w", encoding="utf-8") as fh:
+            json.dump(sim.truth(), fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+    return 0
 
 
 class _Progress:
@@ -98,6 +123,8 @@ class _Progress:
 def main(argv: list[str] | None = None) -> int:
     """Console script entry point."""
     args = _parser().parse_args(argv)
+    if args.source == "bmi":
+        return _main_bmi(args)
     minutes = args.minutes if args.laps is None else None
     if minutes is None and args.laps is None:
         minutes = 25.0
