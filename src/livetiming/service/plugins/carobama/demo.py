@@ -15,6 +15,11 @@ from importlib import resources
 
 DEMOS = {
     "emperor": ("demo-emperor-race.capture.jsonl.gz", "/api/race-control"),
+    "bmi": ("demo-bmi.capture.jsonl.gz", "/"),
+}
+#: Options the demo adds for a source (the service's own options can still override them).
+DEMO_OPTIONS = {
+    "bmi": ["--venue", "Demo Karting"],
 }
 
 
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"carobama demo: open ws://127.0.0.1:{port}/ in a Timing71 client "
           f"(standalone protocol); Ctrl-C stops", flush=True)
     service_main(["carobama", "--standalone", "-v", "--source", args.source, "--url", upstream_url,
-                  *service_args])
+                  *DEMO_OPTIONS.get(args.source, []), *service_args])
 
 
 if __name__ == "__main__":
