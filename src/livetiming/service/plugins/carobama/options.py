@@ -31,6 +31,10 @@ class Options:
     pit_threshold: float
     venue: str | None
     publish_interval: float
+    #: Pit-wall page port in WAMP mode (0: any free port); standalone serves it on its own port.
+    web_port: int = 0
+    #: Port of the modern Timing71 (``t71://``) stream, None when off.
+    t71_port: int | None = None
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -70,7 +74,23 @@ def create_argument_parser(environ: Mapping[str, str] | None = None) -> argparse
     parser.add_argument("--publish-interval", type=float,
                         default=_float(env, "CAROBAMA_PUBLISH_INTERVAL", 0.5),
                         help="minimum seconds between state publications (default 0.5)")
+    parser.add_argument("--web-port", default=env.get("CAROBAMA_WEB_PORT") or 0,
+                        help="WAMP mode: port of the pit-wall web page (default: any free port; "
+                             "standalone mode serves the page on the standalone port)")
+    parser.add_argument("--t71-port", default=env.get("CAROBAMA_T71_PORT") or None,
+                        help="serve the modern Timing71 stream (t71://) on this port; 24771 is the "
+                             "port Timing71 expects (default: off)")
     return parser
+
+
+def _port(value: object, name: str) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise OptionsError(f"--{name} must be a port number, not {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise OptionsError(f"--{name} must be a port number (0-65535), not {value!r}")
+    return port
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float | str:
@@ -106,6 +126,8 @@ def validate(namespace: argparse.Namespace) -> Options:
         origin=namespace.origin, stale_after=namespace.stale_after, handshake=namespace.handshake,
         pit_threshold=namespace.pit_threshold, venue=namespace.venue,
         publish_interval=namespace.publish_interval,
+        web_port=_port(namespace.web_port, "web-port"),
+        t71_port=_port(namespace.t71_port, "t71-port") if namespace.t71_port not in (None, "") else None,
     )
 
 

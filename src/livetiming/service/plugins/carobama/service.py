@@ -29,6 +29,7 @@ from livetiming.service.plugins.carobama.options import (  # noqa: F401
     create_argument_parser,
     parse_options,
 )
+from livetiming.service.plugins.carobama.pitwall import PitWall
 from livetiming.service.plugins.carobama.upstream import UpstreamConnection
 
 VERSION = "0.1.0"
@@ -132,6 +133,9 @@ class Service(DuePublisher, BaseService):
             origin=self.options.origin, handshake=self.options.handshake,
             stale_after=self.options.stale_after,
         )
+        #: Called with ``(events, now)`` after every upstream frame (the pit wall listens here).
+        self.feed_listeners: list[Any] = []
+        self.pitwall = PitWall(self)
 
     @classmethod
     def create_argument_parser(cls):
@@ -147,7 +151,9 @@ class Service(DuePublisher, BaseService):
         self.log.info("carobama {version}: {source} feed from {url}", version=VERSION,
                       source=self.options.source, url=redact_url(self.options.url))
         reactor.callWhenRunning(self.upstream.start)
+        reactor.callWhenRunning(self.pitwall.start)
         reactor.addSystemEventTrigger("before", "shutdown", self._stop_upstream)
+        reactor.addSystemEventTrigger("before", "shutdown", self.pitwall.stop)
         super().start()
 
     def _stop_upstream(self):
@@ -180,6 +186,11 @@ class Service(DuePublisher, BaseService):
         if any(event.kind == EventKind.SESSION_CHANGE for event in events):
             set_log_context(session=self.feed.model.session.name)
         self._queued_messages.extend(ctd.messages(events))
+        for listener in self.feed_listeners:
+            try:
+                listener(events, now)
+            except Exception:
+                self.log.failure("A feed listener failed")
         self.set_due_publish()
 
     def _on_status(self, status: dict) -> None:
@@ -230,6 +241,10 @@ class Service(DuePublisher, BaseService):
 
     def getVersion(self) -> str:
         return VERSION
+
+    def getWebResource(self) -> Any:
+        """The pit-wall page, for this framework's optional standalone-port hook (``pitwall/``)."""
+        return self.pitwall.framework_resource()
 
     def getExtraMessageGenerators(self) -> list:
         return [self._message_generator]
