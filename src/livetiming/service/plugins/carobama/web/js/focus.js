@@ -4,7 +4,7 @@
 import { svg, clear, fillTable, setText } from "./dom.js";
 import { formatClock, formatTime } from "./format.js";
 
-const CHART = { width: 400, height: 160, left: 44, right: 8, top: 10, bottom: 18 };
+const CHART = { width: 400, height: 160, left: 58, right: 8, top: 10, bottom: 18 };
 
 function show(value) {
   return value === null || value === undefined ? "" : value;
