@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from tests.support.crossbar import (
@@ -54,3 +56,10 @@ def pytest_runtest_makereport(item, call):
             if isinstance(router, CrossbarRouter) and router.log_path is not None:
                 report.sections.append((f"crossbar log ({name})", router.log_tail(120)))
     return report
+
+
+@pytest.fixture(autouse=True)
+def _private_analysis_dir(tmp_path_factory, monkeypatch):
+    """Services started by tests save analysis state in a temporary folder, never in the checkout."""
+    if "LIVETIMING_ANALYSIS_DIR" not in os.environ:
+        monkeypatch.setenv("LIVETIMING_ANALYSIS_DIR", str(tmp_path_factory.mktemp("analysis")))

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,15 @@ def test_standalone_port_from_environment(service_env):
         proc.stop()
 
 
-def test_first_frame_is_state_then_manifest_within_two_seconds_and_no_analysis(service):
+def test_first_frame_is_state_then_manifest_within_two_seconds_and_no_analysis(service_env):
+    proc = ServiceProcess(PLUGIN, "--poll", "1", "--disable-analysis", env=service_env)
+    try:
+        _check_state_manifest_and_no_analysis(proc)
+    finally:
+        proc.stop()
+
+
+def _check_state_manifest_and_no_analysis(service):
     client = StandaloneClient(service.url)
     channel, first = client.recv(timeout=2)
     assert channel == f"livetiming.service.{service.uuid}"
@@ -90,6 +99,37 @@ def test_first_frame_is_state_then_manifest_within_two_seconds_and_no_analysis(s
     client.close()
 
 
+ANALYSIS_KEYS = {"static", "driver", "messages", "session", "lap", "stint", "car_messages"}
+
+
+def test_with_analysis_the_seven_keys_arrive_after_connect_and_again_for_a_new_client(service):
+    client = StandaloneClient(service.url)
+    _channel, manifest = client.wait_for(lambda c, m: c == "livetiming.control", timeout=3)
+    assert manifest["payload"]["hasAnalysis"] is True
+    prefix = f"livetiming.analysis/{service.uuid}/"
+    # Let the service analyse a few updates, then connect a fresh client: it gets every key.
+    client.wait_for_state(service.uuid, timeout=5)
+    client.wait_for_state(service.uuid, timeout=5)
+    second = StandaloneClient(service.url)
+    seen: dict[str, dict] = {}
+    deadline = time.monotonic() + 15
+    while set(seen) < ANALYSIS_KEYS and time.monotonic() < deadline:
+        channel, message = second.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if channel.startswith(prefix):
+            assert message["msgClass"] == 7
+            seen.setdefault(channel[len(prefix):], message)
+    assert ANALYSIS_KEYS <= set(seen), sorted(seen)
+    assert seen["static"].get("retain") is True and "retain" not in seen["lap"]
+    assert seen["messages"]["payload"].keys() == {"messages"}
+    session = seen["session"]["payload"]
+    assert {"currentTimestamp", "flagStats", "leaderLap"} <= set(session)
+    cars = seen["static"]["payload"]
+    for key in ("driver", "stint", "lap", "car_messages"):
+        assert set(cars) <= set(seen[key]["payload"]), key
+    second.close()
+    client.close()
+
+
 def test_every_frame_is_channel_and_wrapped_message(service):
     client = StandaloneClient(service.url)
     for _ in range(4):
@@ -97,8 +137,11 @@ def test_every_frame_is_channel_and_wrapped_message(service):
         frame = json.loads(raw)
         assert isinstance(frame, list) and len(frame) == 2
         channel, message = frame
-        assert channel in ("livetiming.control", f"livetiming.service.{service.uuid}")
         assert set(message) <= {"msgClass", "date", "payload", "retain"}
+        if channel.startswith(f"livetiming.analysis/{service.uuid}/"):
+            assert message["msgClass"] == 7
+            continue
+        assert channel in ("livetiming.control", f"livetiming.service.{service.uuid}")
         assert message["msgClass"] in (2, 8)
     client.close()
 

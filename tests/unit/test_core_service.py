@@ -166,7 +166,7 @@ def test_manifest_publishing_is_coalesced_to_one_per_second():
     assert manifest["doNotRecord"] is True and manifest["serviceClass"] == "Other"
     assert manifest["colSpec"][0] == ["Num", "text", "Car number"]
     assert manifest["colSpec"][1] == ["State", "text"]
-    assert manifest["pollInterval"] == 5 and manifest["hasAnalysis"] is False
+    assert manifest["pollInterval"] == 5 and manifest["hasAnalysis"] is True
     assert "retain" not in manifests[0][1]
 
 
@@ -184,7 +184,11 @@ def test_rpc_handlers_answer_liveness_and_plain_state():
     handlers = service.rpc_handlers()
     assert handlers[f"livetiming.service.isAlive.{service.uuid}"]() is True
     assert handlers[f"livetiming.service.requestState.{service.uuid}"]() == service.state
-    assert handlers[f"livetiming.service.requestAnalysisData.{service.uuid}"]() is None
+    analysis = handlers[f"livetiming.service.requestAnalysisData.{service.uuid}"]()
+    assert set(analysis) == {"static", "driver", "lap", "stint", "car_messages", "messages",
+                             "session"}
+    without, _sink = make(Plugin, "--disable-analysis")
+    assert without.rpc_handlers()[f"livetiming.service.requestAnalysisData.{without.uuid}"]() is None
 
 
 class DuePlugin(DuePublisher, Plugin):

@@ -33,6 +33,8 @@ from livetiming.service import state_store
 from livetiming.service.compression import StateCompressor
 
 PLUGIN_PREFIX = "livetiming.service.plugins."
+#: Marks an analyser not created yet (``BaseService.analyser`` is created on first use).
+_NOT_CREATED = object()
 MAX_MESSAGES = 100
 
 
@@ -231,29 +233,74 @@ class BaseService(AbstractService):
     """
 
     def __init__(self, args: Namespace | None = None, extra_args: list[str] | None = None):
+        self._analyser: Any = _NOT_CREATED
+        self.recorder = None
         super().__init__(args, extra_args)
         self.state = self._getInitialState()
         self._compressor = StateCompressor()
         self._message_generators: list[TimingMessage] | None = None
         self._poll_loop: task.LoopingCall | None = None
         self._state_file = None
+        self._recorded_colspec: list | None = None
         if not getattr(self.args, "no_write_state", False):
             self._state_file = os.path.join(state_store.state_dir(), f"{self.uuid}.json")
-        self.analyser = self._createAnalyser()
         self.recorder = self._createRecorder()
 
-    # ----- seams for analysis and recording (later modules plug in here) ----------
+    @property
+    def analyser(self):
+        """The analyser, created on first use (plugins may still be initialising before that).
+
+        None when analysis is disabled or could not be created.
+        """
+        if self._analyser is _NOT_CREATED:
+            self._analyser = None
+            try:
+                self._analyser = self._createAnalyser()
+            except Exception:
+                self.log.failure("Could not start analysis; continuing without it")
+        return self._analyser
+
+    @analyser.setter
+    def analyser(self, value) -> None:
+        self._analyser = value
+
+    @property
+    def clock(self):
+        """The reactor's clock (tests replace it with ``task.Clock``; analysis follows it)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, value) -> None:
+        self._clock = value
+        analyser = getattr(self, "_analyser", None)
+        if analyser is not None and analyser is not _NOT_CREATED and hasattr(analyser, "clock"):
+            analyser.clock = value
+
+    # ----- analysis and recording ----------------------------------------------------
 
     def _createAnalyser(self):
+        """The analyser (``livetiming.analysis``), or None with ``--disable-analysis``.
+
+        Its state is saved to and resumed from ``$LIVETIMING_ANALYSIS_DIR``
+        unless ``--no-write-state`` is given.
+        """
         if getattr(self.args, "disable_analysis", False):
             return None
         try:
             from livetiming.analysis import Analyser
         except ImportError:
             return None
-        return Analyser(self.uuid, self.publish, interval=max(self.getPollInterval() or 1, 10))
+        return Analyser(self.uuid, self.publish, interval=max(self.getPollInterval() or 1, 10),
+                        clock=self.clock,
+                        persist=not getattr(self.args, "no_write_state", False))
 
     def _createRecorder(self):
+        """The recorder for ``-r FILE`` (``.zip`` added when missing), or None.
+
+        A recording that cannot be opened (in use by another process, or an
+        existing file that is not a recording) is a ValueError: the command
+        line reports it and exits with status 2.
+        """
         filename = getattr(self.args, "recording_file", None)
         if not filename:
             return None
@@ -264,7 +311,52 @@ class BaseService(AbstractService):
             return None
         if not filename.endswith(".zip"):
             filename += ".zip"
-        return TimingRecorder(filename)
+        try:
+            recorder = TimingRecorder(filename)
+        except OSError as error:
+            raise ValueError(f"cannot record to {filename}: {error}") from None
+        self.log.info("Recording to {path}", path=recorder.recordFile)
+        return recorder
+
+    def start_new_session(self) -> None:
+        """A new session began: analysis starts again and the recording continues in a new file.
+
+        Plugins call this when their source starts a new session (for
+        example through ``getattr(self, "start_new_session", None)``, so they
+        still run on frameworks without it). The recording goes on in
+        ``NAME-2.zip``, ``NAME-3.zip`` ... each with its own manifest. Safe
+        to call with analysis or recording disabled.
+        """
+        if self.analyser is not None:
+            try:
+                self.analyser.reset()
+            except Exception:
+                self.log.failure("Resetting analysis for the new session failed")
+        if self.recorder is not None:
+            start_segment = getattr(self.recorder, "start_new_segment", None)
+            if start_segment is not None:
+                try:
+                    start_segment()
+                    self.log.info("New session: recording continues in {path}",
+                                  path=getattr(self.recorder, "recordFile", "?"))
+                except Exception:
+                    self.log.failure("Starting a new recording file failed")
+        self._recorded_colspec = None
+
+    def _record(self, state: dict, colspec: list, timestamp: float) -> None:
+        recorder = self.recorder
+        if not getattr(recorder, "has_manifest", True):
+            try:
+                manifest = self._createServiceRegistration()
+            except Exception:
+                self.log.failure("Could not build the manifest for the recording")
+            else:
+                recorder.writeManifest(manifest)
+        note_colspec = getattr(recorder, "noteColumnSpec", None)
+        if note_colspec is not None and colspec != self._recorded_colspec:
+            note_colspec([colspec_entry(column) for column in colspec], timestamp)
+            self._recorded_colspec = list(colspec)
+        recorder.writeState(state, timestamp)
 
     def has_analysis(self) -> bool:
         return self.analyser is not None
@@ -345,15 +437,21 @@ class BaseService(AbstractService):
         self.state = new_state
         self._saveState()
         timestamp = self.clock.seconds()
+        if self.analyser is None and self.recorder is None:
+            return True
+        try:
+            colspec = self.getColumnSpec()
+        except Exception:
+            self.log.failure("getColumnSpec() failed; update not analysed or recorded")
+            return True
         if self.analyser is not None:
             try:
-                self.analyser.receiveStateUpdate(new_state, self.getColumnSpec(), timestamp,
-                                                 new_messages)
+                self.analyser.receiveStateUpdate(new_state, colspec, timestamp, new_messages)
             except Exception:
                 self.log.failure("Analysis of the update failed")
         if self.recorder is not None:
             try:
-                self.recorder.writeState(new_state, timestamp)
+                self._record(new_state, colspec, timestamp)
             except Exception:
                 self.log.failure("Recording the update failed")
         return True
@@ -420,13 +518,16 @@ class BaseService(AbstractService):
     def shutdown(self) -> None:
         """Stop updating and flush what must not be lost (called when the reactor stops)."""
         self._stopUpdates()
-        for resource in (self.recorder, self.analyser):
-            closer = getattr(resource, "close", None) or getattr(resource, "save_data_centre", None)
-            if closer is not None:
-                try:
-                    closer()
-                except Exception:
-                    self.log.failure("Closing {what} failed", what=type(resource).__name__)
+        if self.recorder is not None:
+            try:
+                self.recorder.close()
+            except Exception:
+                self.log.failure("Finishing the recording failed")
+        if self._analyser is not _NOT_CREATED and self._analyser is not None:
+            try:
+                self._analyser.save_data_centre()
+            except Exception:
+                self.log.failure("Saving the analysis state failed")
 
 
 class DuePublisher:
