@@ -190,6 +190,7 @@ class PitWall:
             self.page.broadcast({"type": "analysis", "key": key, "data": message.get("payload")})
 
     def _current_manifest(self) -> dict[str, Any] | None:
+        self._sync_manifest()
         if self.manifest is None:
             try:
                 self.manifest = self.service._createServiceRegistration()
@@ -209,7 +210,27 @@ class PitWall:
         return {"type": "state", "state": self.service.state, "team": views.team_numbers(self._model()),
                 "now": self.clock.seconds()}
 
+    def _sync_manifest(self) -> None:
+        """Send a new manifest before a state whose columns it does not describe yet.
+
+        The framework publishes manifests up to a second late (coalesced); the page and the t71
+        stream get the new column spec first, so rows always line up with their headings.
+        """
+        try:
+            columns = [list(getattr(column, "value", column)) for column in self.service.getColumnSpec()]
+        except Exception:
+            return
+        if self.manifest is not None and self.manifest.get("colSpec") == columns:
+            return
+        try:
+            manifest = self.service._createServiceRegistration()
+        except Exception:
+            return
+        self._manifest_changed(manifest)
+
     def _state_changed(self) -> None:
+        if self.page.clients or self.t71.clients:
+            self._sync_manifest()
         if self.page.clients:
             self.page.broadcast(self._state_message(), kind="state")
             self._push_details()
