@@ -25,9 +25,10 @@ else laps down, else ``{"observed": true}`` (the consumer can only time it with 
 Scenarios (:data:`SCENARIOS`): ``demo`` (all of the heats below, back to back: the bundled demo),
 ``sprint`` (a 10-minute timed sprint with 12 karts, a feed gap, a correction and repeated frames),
 ``laps`` (a 12-lap race with a red-flag pause), ``endurance`` (a 60-minute endurance with pit stops
-and a kart swap), ``sequence`` (short heats of every race mode back to back, ``"{}"`` between them,
-a next heat announced with ``S`` 5, and a feed gap that swallows a heat's end and the next heat's
-start) and ``hostile`` (a short heat with hostile frames mixed in).
+and a kart swap), ``sequence`` (short heats of every race mode back to back, a qualifying stopped
+by staff for 25 s (``S`` 3), ``"{}"`` between them, a next heat announced with ``S`` 5, and a feed
+gap that swallows a heat's end and the next heat's start) and ``hostile`` (a short heat with
+hostile frames mixed in).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class HeatPlan:
     kart_swap: int | None = None
     pause_at: float | None = None
     pause_seconds: float = 0.0
+    #: ``S`` during the pause: 2 (paused, a red flag) or 3 (stopped by staff, then restarted).
+    pause_state: int = 2
     #: Frames lost: from this running time, for this many seconds of wall time.
     outage_at: float | None = None
     outage_seconds: float = 0.0
@@ -237,7 +240,7 @@ class _HeatRun:
         if self.pause_at is not None:
             pause = self.wall(self.pause_at)
             if pause <= wall_ms < pause + self.pause_ms:
-                return 2
+                return self.plan.pause_state
         return 1
 
     def counter_ms(self, wall_ms: int) -> int:
@@ -248,7 +251,7 @@ class _HeatRun:
             if wall_ms >= self.all_done:
                 return 0
             return 0 if counts_down else self.finish_run
-        run = self.running(wall_ms) if state in (1, 2) else 0
+        run = self.running(wall_ms) if state in (1, 2, 3) else 0
         return (self.length or 0) - run if counts_down else run
 
     def laps_at(self, kart: _Kart, wall_ms: int) -> int:
@@ -489,7 +492,8 @@ class BMISimulator:
         middle = run.wall(run.finish_run // 2)
         if run.pause_at is not None:
             pause = run.wall(run.pause_at)
-            marks.setdefault(last_before(pause + run.pause_ms // 2), []).append("paused")
+            marks.setdefault(last_before(pause + run.pause_ms // 2), []).append(
+                "paused" if plan.pause_state == 2 else "stopped")
             middle = run.wall(run.pause_at + (run.finish_run - run.pause_at) // 2)
         if outage is not None:
             after = min(wall for wall in times if wall >= outage[1])
@@ -546,9 +550,10 @@ class BMISimulator:
         counts_down = self.counter == "remaining" and run.length is not None
         clock: dict[str, Any] = {
             "running": state == 1,
-            "elapsed": round((run.finish_run if state == 4 else running if state in (1, 2) else 0) / 1000, 3),
+            "elapsed": round((run.finish_run if state == 4 else running if state in (1, 2, 3) else 0)
+                             / 1000, 3),
             "remaining": (round(max(0, run.length - (run.finish_run if state == 4 else running
-                                                      if state in (1, 2) else 0)) / 1000, 3)
+                                                      if state in (1, 2, 3) else 0)) / 1000, 3)
                           if run.length is not None else None),
             "counter": run.counter_ms(wall), "counts_down": counts_down,
             "start_seen": seen["start_seen"],
@@ -558,6 +563,8 @@ class BMISimulator:
         messages = []
         if state == 2:
             messages.append("Heat paused")
+        if state == 3:
+            messages.append("Heat stopped")
         if state == 4:
             messages.append("Heat finished")
         if any(c["pits"] for c in cars) and name.endswith(":pit"):
@@ -674,7 +681,8 @@ def _scenario(name: str) -> list[HeatPlan]:
     if name == "sequence":
         return [
             HeatPlan(number=40, title="40 - Qualifying", mode=1, end=1, minutes=3.0, karts=6,
-                     base_lap=40.0, prelude_seconds=10.0, hold_seconds=15.0, empty_before=5.0),
+                     base_lap=40.0, prelude_seconds=10.0, hold_seconds=15.0, empty_before=5.0,
+                     pause_at=70.0, pause_seconds=25.0, pause_state=3),
             HeatPlan(number=41, title="41 - Final 5 laps", mode=0, end=2, minutes=None, laps=5, karts=6,
                      base_lap=40.5, prelude_seconds=10.0, hold_seconds=20.0, empty_before=10.0,
                      announce_seconds=10.0, outage_across_next=12.0),
