@@ -21,8 +21,11 @@ Heats (sessions)
   run of such frames.
 * A heat is identified by its start time ``T`` (Unix seconds) when it has one (a renamed heat with
   the same ``T`` is the same heat). A heat that has not started yet may have no ``T``; it is then
-  identified by its name, and keeps its identity when it starts (gets a ``T``) under the same name.
-  A frame whose ``T`` (or, without ``T``, whose name) differs from the current heat's is a new heat.
+  identified by its name, and keeps its identity when it gets a ``T`` under the same name (and when
+  its ``T`` changes before it ever ran: a planned time replaced by the actual one). A frame whose
+  ``T`` (or, without ``T``, whose name) differs from the current heat's is a new heat; so is a
+  not-started frame (``S`` 0 or 5) without ``T`` after a finished heat of the same name (the next
+  heat of an "open session" series). A frame with neither a ``T`` nor a name changes nothing.
 * A new heat is a new timing session: ``Session.generation`` increases, every entry is dropped and
   a ``session_change`` event is returned (``text`` = the heat name without ``[HEAT]``; ``data``:
   ``name``, ``raw_name``, ``heat_start``, ``generation``, ``initial`` (the first heat this feed
