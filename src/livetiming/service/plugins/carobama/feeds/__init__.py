@@ -6,6 +6,7 @@ text with the frame's receive time (Unix seconds) and gets back a list of
 ``feed.model``.
 """
 
+from livetiming.service.plugins.carobama.feeds.bmi import BMIFeed
 from livetiming.service.plugins.carobama.feeds.emperor import EmperorFeed, parse_split
 
-__all__ = ["EmperorFeed", "parse_split"]
+__all__ = ["BMIFeed", "EmperorFeed", "parse_split"]
