@@ -171,6 +171,16 @@ def test_sprint_not_started_shows_the_grid_and_the_full_countdown(play):
 
 def test_sprint_after_a_feed_gap_counts_the_jumped_laps(play):
     _run, truth, state, _manifest = play("bmi-sprint", ":after-gap")
+    # the capture itself: a silence of over 90 s, after which lap counters jump by two or more,
+    # and frames sent twice in a row
+    lines = (CAPTURES / "bmi-sprint.jsonl").read_text(encoding="utf-8").splitlines()[1:truth["frames"] + 1]
+    frames = [json.loads(line) for line in lines]
+    pause = max(range(1, len(frames)), key=lambda n: frames[n]["t"] - frames[n - 1]["t"])
+    assert frames[pause]["t"] - frames[pause - 1]["t"] > 90
+    before = {d["D"]: d["L"] for d in json.loads(frames[pause - 1]["data"])["D"]}
+    after = {d["D"]: d["L"] for d in json.loads(frames[pause]["data"])["D"]}
+    assert max(after[key] - before[key] for key in after) >= 2
+    assert any(a["data"] == b["data"] for a, b in zip(frames, frames[1:], strict=False))
     assert truth["clock"]["counts_down"]
     session = state["session"]
     assert session["flagState"] == "green"
