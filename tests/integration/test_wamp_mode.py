@@ -8,6 +8,7 @@ import sys
 import time
 
 from livetiming.service.compression import decompress_state
+from tests.support.analysis_checks import check_analysis
 from tests.support.processes import BIN, REPO, Process
 
 PLUGIN = "legacy_example"
@@ -58,7 +59,16 @@ def test_service_joins_and_publishes_retained_state(crossbar_router, service_env
         assert records[-1]["result"] is True
         code, records = probe(crossbar_router.url, "call",
                               "livetiming.service.requestAnalysisData.wamptest")
-        assert code == 0 and records[-1]["result"] is None
+        assert code == 0, records
+        check_analysis(records[-1]["result"])
+        assert set(records[-1]["result"]["static"]) == {"1", "2", "3"}
+        # Analysis keys are retained (all but the full lap/stint dumps) with the wrapper flag.
+        code, records = probe(crossbar_router.url, "subscribe", "livetiming.analysis/wamptest/static",
+                              "--get-retained")
+        assert code == 0, records
+        static = records[-1]["event"]
+        assert static["msgClass"] == 7 and static["retain"] is True
+        assert set(static["payload"]) == {"1", "2", "3"}
     finally:
         proc.stop()
     assert crossbar_router.secret not in proc.output()
@@ -121,5 +131,16 @@ def test_service_comes_back_after_the_router_restarts(fresh_crossbar_router, ser
         assert code == 0, (records, proc.output()[-3000:])
         assert records[-1]["event"]["msgClass"] == 8
         assert elapsed <= 10.0, f"state back after {elapsed:.1f}s"
+    finally:
+        proc.stop()
+
+
+def test_without_analysis_the_rpc_answers_null(crossbar_router, service_env):
+    proc = start_service(crossbar_router, service_env, "--disable-analysis")
+    try:
+        wait_joined(proc)
+        code, records = probe(crossbar_router.url, "call",
+                              "livetiming.service.requestAnalysisData.wamptest")
+        assert code == 0 and records[-1]["result"] is None
     finally:
         proc.stop()

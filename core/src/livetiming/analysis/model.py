@@ -24,6 +24,9 @@ Rules (documented for users of the analysis data):
   the flag changes from chequered to something else.
 * A stint's average lap excludes its first (out) lap and, when it ended in
   the pits, its last (in) lap; it is null when no lap remains.
+* A lap count that goes back (a new session that the service did not
+  announce with ``start_new_session()``) ends the car's stint; the next
+  stint starts from the new count.
 * Static data (class, team, car) is the first non-empty value seen.
 """
 
@@ -299,6 +302,7 @@ class AnalysisModel:
             car.lap_flag = flag
             if changes is not None:
                 changes.static = True
+                changes.driver = True
                 changes.cars_full.add(num)
         if not car.race_class and race_class:
             car.race_class = race_class
@@ -356,6 +360,10 @@ class AnalysisModel:
             if laps > car.prev_laps:
                 self._complete_lap(car, laps, last, second, flag, changes)
             elif laps < car.prev_laps:
+                # The count went back (a new session the service did not announce): the stint
+                # so far ends here and the next one starts from the new count.
+                if car.current_stint is not None:
+                    self._close_stint(car, second, False, changes)
                 car.current_lap = laps
                 car.provisional = None
             elif last != car.prev_last and car.provisional is not None:
