@@ -95,3 +95,37 @@ def expected_table(truth: dict) -> list[dict]:
         rows.append({"Num": car["number"], "Laps": car["laps"], "Last": car["last_lap"],
                      "Best": car["best_lap"], "Driver": current["name"] if current else None})
     return rows
+
+
+#: A driver name and a chat text that would run script if a page ever parsed them as HTML.
+XSS_NAME = "<img src=x onerror=alert(1)>"
+XSS_CHAT = "<script>alert(2)</script> & <b onmouseover=alert(3)>hi</b>"
+
+
+def make_xss_capture(path: Path) -> Path:
+    """A small Emperor practice capture whose driver name and chat are HTML (for XSS tests)."""
+    from livetiming.service.plugins.carobama.sim.emperor import (
+        DriverSpec,
+        EmperorSimulator,
+        SessionSpec,
+        make_guid,
+        write_capture,
+    )
+
+    sim = EmperorSimulator("v2x", seed=71, track="ks_brands_hatch/indy", interval_ms=500,
+                           server_name="<i>Hostile</i> League")
+    sim.add_car(0, "ks_mazda_mx5_cup", [DriverSpec(make_guid(71), XSS_NAME)], race_number=13, pace=1.0,
+                consistency=0.004)
+    sim.add_car(1, "ks_mazda_mx5_cup", [DriverSpec(make_guid(72), "Plain Name")], race_number=14,
+                pace=1.01, consistency=0.004)
+    practice = SessionSpec("Practice", 1, 10, 0, 0, 19, 24, "4_mid_clear", 0, 1, "ks_brands_hatch/indy")
+    sim.new_session(0.0, practice, auto_end=False)
+    sim.client_connect(0.5)
+    sim.connect(1.0, 0)
+    sim.connect(1.5, 1)
+    sim.load(3.0, 0, release_s=1.0)
+    sim.load(3.5, 1, release_s=1.5)
+    sim.chat(8.0, 0, XSS_CHAT)
+    sim.stop(150.0)
+    write_capture(sim.frames(), path, sim.header())
+    return path
