@@ -326,3 +326,15 @@ def test_standalone_root_routes_upgrades_to_the_legacy_protocol_and_the_rest_to_
     claimed = route(b"/pitwall/socket", True)
     assert not isinstance(claimed, UpgradeResource), "the page's own socket goes to the service"
     assert claimed is web.children[b"pitwall"].children[b"socket"]
+
+
+def test_outline_ignores_out_laps_and_positions_far_from_a_settled_slice():
+    outline = views.TrackOutline(bins=10, settled=3, outlier=10.0)
+    for _ in range(3):
+        outline.add(100.0, 100.0, 0.05)
+    outline.add(300.0, 300.0, 0.05)  # off the track
+    assert outline.view()["line"][0] == [100.0, 100.0]
+    model = _model()
+    model.entries[0].state = CarState.OUT
+    outline.observe(model)
+    assert outline.view()["line"] == [], "nothing learned from the out-lap car"

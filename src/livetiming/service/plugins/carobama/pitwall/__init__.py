@@ -187,7 +187,8 @@ class PitWall:
             self._state_changed()
         elif topic.startswith("livetiming.analysis/"):
             key = topic.rsplit("/", 1)[-1]
-            self.page.broadcast({"type": "analysis", "key": key, "data": message.get("payload")})
+            self.page.broadcast({"type": "analysis", "key": key, "data": message.get("payload")},
+                                kind=f"analysis:{key}")
 
     def _current_manifest(self) -> dict[str, Any] | None:
         self._sync_manifest()

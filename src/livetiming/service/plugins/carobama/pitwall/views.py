@@ -166,11 +166,16 @@ class TrackOutline:
 
     With a lap fraction (``spline``) the lap is cut into ``bins`` slices and each slice keeps a
     running mean of the positions seen in it, giving a closed line in lap order. Without it, the
-    positions are kept as a cloud of points on a ``cell``-metre grid. Cars in the pits are ignored.
+    positions are kept as a cloud of points on a ``cell``-metre grid. Cars in the pits or on an out-lap
+    are ignored, and once a slice has ``settled`` samples, positions more than ``outlier`` metres from
+    it are too (a car off the track).
     The outline starts over when the track changes.
     """
 
-    def __init__(self, bins: int = 360, cell: float = 4.0, max_cloud: int = 4000, weight_cap: int = 20):
+    def __init__(self, bins: int = 360, cell: float = 4.0, max_cloud: int = 4000, weight_cap: int = 20,
+                 settled: int = 5, outlier: float = 40.0):
+        self.settled = settled
+        self.outlier = outlier
         self.bins = bins
         self.cell = cell
         self.max_cloud = max_cloud
@@ -194,8 +199,9 @@ class TrackOutline:
         if key != self.key:
             self.reset(key)
         for entry in model.entries:
-            if not entry.connected or entry.x is None or entry.z is None or _in_pits(entry):
-                continue
+            if (not entry.connected or entry.x is None or entry.z is None or _in_pits(entry)
+                    or entry.state is CarState.OUT):
+                continue  # pit lane and pit exit are not the racing line
             self.add(entry.x, entry.z, entry.spline)
 
     def add(self, x: float, z: float, spline: float | None) -> None:
@@ -208,6 +214,8 @@ class TrackOutline:
                 self.version += 1
             else:
                 weight = min(slot[2], self.weight_cap)
+                if weight >= self.settled and (slot[0] - x) ** 2 + (slot[1] - z) ** 2 > self.outlier ** 2:
+                    return  # far from a settled slice: a car off the track, not the track
                 slot[0] = (slot[0] * weight + x) / (weight + 1)
                 slot[1] = (slot[1] * weight + z) / (weight + 1)
                 slot[2] = weight + 1

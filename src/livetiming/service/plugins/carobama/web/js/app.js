@@ -104,10 +104,12 @@ function handle(message) {
       break;
     case "map":
       map.setMap(message.map, message.outline);
+      updateMapPanel();
       setText($("map-title"), [message.map && message.map.track, message.map && message.map.layout].filter(Boolean).join(" · ") || "Track");
       break;
     case "positions":
       map.setPositions(message.cars || []);
+      updateMapPanel();
       break;
     case "collision":
       map.collision(message);
@@ -124,6 +126,14 @@ function handle(message) {
     default:
       break;
   }
+}
+
+/** The map panel shows only for feeds with a track map or car positions (not BMI karting). */
+function updateMapPanel() {
+  const outline = map.outline || {};
+  const hasMap = Boolean(map.map && (map.map.params || map.map.image)) || map.lastCars.length > 0
+    || (outline.line || []).length + (outline.cloud || []).length > 0;
+  $("map-panel").hidden = !hasMap;
 }
 
 // ----- banner ---------------------------------------------------------------------------------

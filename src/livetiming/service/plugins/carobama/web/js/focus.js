@@ -2,7 +2,7 @@
 // stints and pit stops.
 
 import { svg, clear, fillTable, setText } from "./dom.js";
-import { formatClock, formatTime } from "./format.js";
+import { formatTime } from "./format.js";
 
 const CHART = { width: 400, height: 160, left: 58, right: 8, top: 10, bottom: 18 };
 
@@ -102,7 +102,7 @@ export class FocusPanel {
       cells: [
         index + 1,
         show(stop.lap),
-        [stop.duration === null || stop.duration === undefined ? "" : formatClock(stop.duration).replace(/^0:/, ""), "number"],
+        [typeof stop.duration === "number" ? `${stop.duration.toFixed(1)} s` : "", "number"],
         `${show(stop.tyreIn)}${stop.tyreOut && stop.tyreOut !== stop.tyreIn ? ` → ${stop.tyreOut}` : ""}`,
       ],
     }));

@@ -6,6 +6,14 @@ import { cellParts, formatCell, safeToken } from "./format.js";
 const BLINK_MS = 3000;
 const CENTRED = new Set(["Num", "PIC", "Laps", "Pits", "State", "Class", "T"]);
 
+/** How a column's cells line up: centred, right-aligned numbers, or text. */
+function alignment(column) {
+  if (CENTRED.has(column.title)) {
+    return "centred";
+  }
+  return column.type === "text" || column.type === "class" ? "" : "number";
+}
+
 export class TimingTable {
   /**
    * @param {HTMLTableElement} table
@@ -41,9 +49,9 @@ export class TimingTable {
     this.numIndex = num >= 0 ? num : 0;
     clear(this.head);
     const row = el("tr");
-    row.appendChild(el("th", { title: "Position", "data-col": "Pos" }, "Pos"));
+    row.appendChild(el("th", { title: "Position", "data-col": "Pos", class: "centred" }, "Pos"));
     for (const column of this.columns) {
-      const attributes = { "data-col": column.title, "data-type": safeToken(column.type) };
+      const attributes = { "data-col": column.title, "data-type": safeToken(column.type), class: alignment(column) };
       if (column.description) {
         attributes.title = column.description;
       }
@@ -65,8 +73,7 @@ export class TimingTable {
       row = el("tr", { "data-car": number, tabindex: 0 });
       row.appendChild(el("td", { "data-col": "Pos", class: "centred" }));
       for (const column of this.columns) {
-        const className = CENTRED.has(column.title) ? "centred" : column.type === "text" ? "" : "number";
-        row.appendChild(el("td", { "data-col": column.title, class: className }));
+        row.appendChild(el("td", { "data-col": column.title, class: alignment(column) }));
       }
       row.addEventListener("keydown", (event) => {
         if (event.key === "Enter" || event.key === " ") {
