@@ -36,4 +36,5 @@ def service_env(tmp_path, legacy_plugin_path) -> dict:
         "LIVETIMING_LOG_DIR": str(tmp_path / "logs"),
         "LIVETIMING_ANALYSIS_DIR": str(tmp_path / "analysis"),
         "LIVETIMING_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "LIVETIMING_DATA_DIR": str(tmp_path / "data"),
     }

@@ -35,6 +35,8 @@ class Options:
     web_port: int = 0
     #: Port of the modern Timing71 (``t71://``) stream, None when off.
     t71_port: int | None = None
+    #: SQLAlchemy URL of the store (sessions, laps, raw frames), None when storage is off.
+    database: str | None = None
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -80,7 +82,31 @@ def create_argument_parser(environ: Mapping[str, str] | None = None) -> argparse
     parser.add_argument("--t71-port", default=env.get("CAROBAMA_T71_PORT") or None,
                         help="serve the modern Timing71 stream (t71://) on this port; 24771 is the "
                              "port Timing71 expects (default: off)")
+    parser.add_argument("--database", metavar="URL",
+                        default=env.get("CAROBAMA_DATABASE") or default_database_url(env),
+                        help="store sessions, laps, pit stops, messages and raw frames here: "
+                             "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB, or none "
+                             "(env CAROBAMA_DATABASE; default carobama.sqlite in $LIVETIMING_DATA_DIR)")
     return parser
+
+
+def default_database_url(env: Mapping[str, str]) -> str:
+    """``sqlite:///…/carobama.sqlite`` in ``$LIVETIMING_DATA_DIR`` (default: the working directory)."""
+    folder = os.path.expanduser(env.get("LIVETIMING_DATA_DIR") or ".")
+    return "sqlite:///" + os.path.abspath(os.path.join(folder, "carobama.sqlite"))
+
+
+def _database(value: str | None) -> str | None:
+    """The store URL, or None for ``none``; checked here so that a bad one exits with status 2."""
+    if value is None or value.strip().lower() in ("none", ""):
+        return None
+    from livetiming.service.plugins.carobama.store.db import StoreURLError, parse_url
+
+    try:
+        parse_url(value)
+    except StoreURLError as error:
+        raise OptionsError(str(error)) from None
+    return value
 
 
 def _port(value: object, name: str) -> int:
@@ -128,6 +154,7 @@ def validate(namespace: argparse.Namespace) -> Options:
         publish_interval=namespace.publish_interval,
         web_port=_port(namespace.web_port, "web-port"),
         t71_port=_port(namespace.t71_port, "t71-port") if namespace.t71_port not in (None, "") else None,
+        database=_database(namespace.database),
     )
 
 

@@ -127,6 +127,13 @@ class Service(DuePublisher, BaseService):
         self.capture = None
         if self.options.capture:
             self.capture = CaptureWriter(self.options.capture, self.options.source, self.options.url)
+        self.store = None  # the database (store/): every frame, session, lap, pit stop and message
+        if self.options.database:
+            from livetiming.service.plugins.carobama.store import Store
+
+            self.store = Store(self.options.database, source=self.options.source,
+                               upstream_url=self.options.url, service_uuid=getattr(self, "uuid", None),
+                               version=VERSION, log=self.log)
         self.upstream_status: dict[str, Any] = {"state": "connecting", "last_frame_at": None}
         self.upstream = UpstreamConnection(
             self.options.url, self._on_frame, self._on_status,
@@ -153,6 +160,8 @@ class Service(DuePublisher, BaseService):
         reactor.callWhenRunning(self.upstream.start)
         reactor.callWhenRunning(self.pitwall.start)
         reactor.addSystemEventTrigger("before", "shutdown", self._stop_upstream)
+        if self.store is not None:
+            reactor.addSystemEventTrigger("before", "shutdown", self.store.close, self.feed.model)
         reactor.addSystemEventTrigger("before", "shutdown", self.pitwall.stop)
         super().start()
 
@@ -186,6 +195,8 @@ class Service(DuePublisher, BaseService):
         if any(event.kind == EventKind.SESSION_CHANGE for event in events):
             set_log_context(session=self.feed.model.session.name)
         self._queued_messages.extend(ctd.messages(events))
+        if self.store is not None:
+            self.store.record(text, t, now, events, self.feed.model)
         for listener in self.feed_listeners:
             try:
                 listener(events, now)
