@@ -1,7 +1,8 @@
 """A one-shot WAMP client for tests, run as a subprocess: connect, do one thing, print JSON, exit.
 
     python -m tests.support.wamp_probe URL subscribe TOPIC [--get-retained] [--count N]
-    python -m tests.support.wamp_probe URL call PROCEDURE
+    python -m tests.support.wamp_probe URL call PROCEDURE [JSON]   (JSON: a list of arguments
+                                                              or {"args": [...], "kwargs": {...}})
     python -m tests.support.wamp_probe URL publish TOPIC JSON [--authid A --secret S]
 
 Each received event or result is printed as one JSON line ``{"event": ...}`` /
@@ -60,7 +61,12 @@ def main(argv=None):
     def joined(session, details):
         try:
             if args.action == "call":
-                result = yield session.call(args.target)
+                call_args = json.loads(args.payload) if args.payload else []
+                if isinstance(call_args, dict):
+                    result = yield session.call(args.target, *call_args.get("args", []),
+                                                **call_args.get("kwargs", {}))
+                else:
+                    result = yield session.call(args.target, *call_args)
                 emit(result=result)
                 finish(0)
             elif args.action == "publish":

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["LIVETIMING_STANDALONE_PORT"] = str(port)
     print(f"carobama demo: replaying {os.path.basename(capture)} ({len(frames)} frames) as the "
           f"upstream at {upstream_url}", flush=True)
-    print(f"carobama demo: open ws://127.0.0.1:{port}/ in a Timing71 client "
-          f"(standalone protocol); Ctrl-C stops", flush=True)
+    print(f"carobama demo: open http://127.0.0.1:{port}/ in a browser for the pit wall, or "
+          f"ws://127.0.0.1:{port}/ in a Timing71 client (standalone protocol); Ctrl-C stops", flush=True)
     service_main(["carobama", "--standalone", "-v", "--source", args.source, "--url", upstream_url,
                   *DEMO_OPTIONS.get(args.source, []), *service_args])
 
