@@ -72,9 +72,9 @@ def test_page_and_legacy_clients_share_the_standalone_port(started, service_env)
 
     def remember(message):
         seen[message["type"]] = message
-        return message["type"] == "manifest"
+        return False
 
-    manifest = page.wait_for(remember)["manifest"]
+    manifest = page.wait_for(lambda m: remember(m) or m["type"] == "manifest")["manifest"]
     assert manifest["uuid"] == service.uuid
     truth = expected_table(truth_of("race-v2x"))
     numbers = [row["Num"] for row in truth]

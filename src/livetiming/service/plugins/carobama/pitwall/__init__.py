@@ -190,8 +190,9 @@ class PitWall:
             self.page.broadcast({"type": "analysis", "key": key, "data": message.get("payload")},
                                 kind=f"analysis:{key}")
 
-    def _current_manifest(self) -> dict[str, Any] | None:
-        self._sync_manifest()
+    def _current_manifest(self, greeting: JsonClient | None = None) -> dict[str, Any] | None:
+        """The manifest in force (brought up to date first; ``greeting`` is greeted separately)."""
+        self._sync_manifest(exclude=greeting)
         if self.manifest is None:
             try:
                 self.manifest = self.service._createServiceRegistration()
@@ -199,19 +200,19 @@ class PitWall:
                 return None
         return self.manifest
 
-    def _manifest_changed(self, manifest: dict[str, Any]) -> None:
+    def _manifest_changed(self, manifest: dict[str, Any], exclude: JsonClient | None = None) -> None:
         if manifest == self.manifest:
             return  # republished for a new legacy client: pages and t71 clients have it
         self.manifest = manifest
-        self.page.broadcast({"type": "manifest", "manifest": manifest}, kind="manifest")
+        self.page.broadcast({"type": "manifest", "manifest": manifest}, kind="manifest", exclude=exclude)
         self.t71.broadcast({"type": "MANIFEST_UPDATE", "manifest": views.modern_manifest(manifest)},
-                           kind="manifest")
+                           kind="manifest", exclude=exclude)
 
     def _state_message(self) -> dict[str, Any]:
         return {"type": "state", "state": self.service.state, "team": views.team_numbers(self._model()),
                 "now": self.clock.seconds()}
 
-    def _sync_manifest(self) -> None:
+    def _sync_manifest(self, exclude: JsonClient | None = None) -> None:
         """Send a new manifest before a state whose columns it does not describe yet.
 
         The framework publishes manifests up to a second late (coalesced); the page and the t71
@@ -227,7 +228,7 @@ class PitWall:
             manifest = self.service._createServiceRegistration()
         except Exception:
             return
-        self._manifest_changed(manifest)
+        self._manifest_changed(manifest, exclude)
 
     def _state_changed(self) -> None:
         if self.page.clients or self.t71.clients:
@@ -272,7 +273,7 @@ class PitWall:
         client.send_json({"type": "hello", "uuid": self.service.uuid,
                           "version": getattr(self.service, "getVersion", lambda: "")(),
                           "teamTag": self.options.team})
-        manifest = self._current_manifest()
+        manifest = self._current_manifest(greeting=client)
         if manifest is not None:
             client.send_json({"type": "manifest", "manifest": manifest}, kind="manifest")
         client.send_json(self._state_message(), kind="state")
@@ -380,7 +381,7 @@ class PitWall:
     # ----- the modern Timing71 stream ----------------------------------------------------------
 
     def _greet_t71(self, client: JsonClient) -> None:
-        manifest = self._current_manifest()
+        manifest = self._current_manifest(greeting=client)
         if manifest is not None:
             client.send_json({"type": "MANIFEST_UPDATE", "manifest": views.modern_manifest(manifest)},
                              kind="manifest")

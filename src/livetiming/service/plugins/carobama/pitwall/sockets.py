@@ -168,13 +168,15 @@ class JsonServerFactory(WebSocketServerFactory):
             except Exception:
                 self.log.failure("A {name} client's message failed", name=self.name)
 
-    def broadcast(self, message: dict[str, Any], kind: str | None = None) -> None:
-        """Send ``message`` to every client (encoded once)."""
+    def broadcast(self, message: dict[str, Any], kind: str | None = None,
+                  exclude: JsonClient | None = None) -> None:
+        """Send ``message`` to every client but ``exclude`` (encoded once)."""
         if not self.clients:
             return
         data = encode(message)
         for client in list(self.clients):
-            client.send_frame(data, kind)
+            if client is not exclude:
+                client.send_frame(data, kind)
 
 
 class UpgradeResource(WebSocketResource):

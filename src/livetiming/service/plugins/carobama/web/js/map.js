@@ -144,13 +144,15 @@ export class TrackMap {
     if (current.length) {
       segments.push(current);
     }
-    // Close the lap when both ends are known.
+    // The lap wraps around: join the last slice to the first, and close the line once no slice
+    // is missing (closing it earlier would draw a chord across the gap).
     if (segments.length && line.length && line[0] && line[line.length - 1]) {
       if (segments.length > 1) {
         const last = segments.pop();
         segments[0] = last.concat(segments[0]);
+      } else {
+        segments[0].push(segments[0][0]);
       }
-      segments[0].push(segments[0][0]);
     }
     let d = "";
     for (const segment of segments) {
