@@ -295,12 +295,11 @@ def test_analysis_state_is_saved_as_json_and_resumed_by_the_same_uuid(tmp_path):
 def test_saves_are_atomic_and_throttled_to_one_a_minute(tmp_path, monkeypatch):
     service, _sink = make_scripted()
     writes = []
-    from livetiming.service import state_store
+    from livetiming.recording import tools
 
-    real = state_store.write_json_atomically
-    monkeypatch.setattr(state_store, "write_json_atomically",
-                        lambda path, data: (data.get("format") and writes.append(path))
-                        or real(path, data))
+    real = tools.write_json_atomically
+    monkeypatch.setattr(tools, "write_json_atomically",
+                        lambda path, data: writes.append(path) or real(path, data))
     service.cars = [car("1")]
     for t in range(0, 200):
         service.cars[0][6] = t

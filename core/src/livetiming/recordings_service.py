@@ -29,7 +29,12 @@ from typing import Any
 
 from livetiming.recording import journal as journal_module
 from livetiming.recording.reader import RecordingFile
-from livetiming.recording.tools import index_entry, recordings_dir, update_recordings_index
+from livetiming.recording.tools import (
+    index_entry,
+    recordings_dir,
+    update_recordings_index,
+    write_json_atomically,
+)
 from livetiming.recording.zipstore import RecordingException, finalise
 
 PAGE_SIZE = 50
@@ -128,8 +133,6 @@ class RecordingsDirectory:
                 entry = index_entry(path, recording.augmentedManifest())
             entry["hasAnalysis"] = self.index[key].get("hasAnalysis", False)
             self.index[key] = entry
-            from livetiming.service.state_store import write_json_atomically
-
             write_json_atomically(self.index_file, self.index)
         return self.index[key]
 

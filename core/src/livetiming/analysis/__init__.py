@@ -32,9 +32,8 @@ import json
 import os
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
-
-from twisted.logger import Logger
 
 from livetiming.analysis import data as analysis_data
 from livetiming.analysis.model import AnalysisModel, Car, Changes, Stint, cell_value
@@ -48,6 +47,21 @@ PUBLISH_ALL_INTERVAL = 1.0
 STATE_FORMAT = "livetiming-analysis-state"
 STATE_VERSION = 1
 RETAINED_EXCEPT = frozenset(("lap", "stint"))
+
+class _LazyLogger:
+    """A twisted Logger imported on first use (offline tools never pay for loading twisted)."""
+
+    def __init__(self, namespace: str):
+        self._namespace = namespace
+        self._logger = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._logger is None:
+            from twisted.logger import Logger
+
+            self._logger = Logger(namespace=self._namespace)
+        return getattr(self._logger, name)
+
 
 __all__ = [
     "ANALYSIS_PUBLISH_INTERVAL",
@@ -100,48 +114,88 @@ class FieldExtractor:
         return car[index]
 
 
-_ROW_FIELDS = (Stat.NUM, Stat.STATE, Stat.LAPS, Stat.LAST_LAP, Stat.DRIVER, Stat.CLASS, Stat.TEAM,
-               Stat.CAR)
+_ROW_FIELDS = (Stat.NUM, Stat.STATE, Stat.LAPS, Stat.LAST_LAP, Stat.DRIVER)
+_STATIC_FIELDS = (Stat.CLASS, Stat.TEAM, Stat.CAR)
+#: Every column analysis reads.
+ANALYSED_FIELDS = _ROW_FIELDS + _STATIC_FIELDS
 
 
 def _colspec_key(colspec: list) -> tuple:
     return tuple(column if isinstance(column, Stat) else tuple(column) for column in colspec)
 
 
+def _plain(value: Any) -> Any:
+    if type(value) is list or type(value) is tuple:
+        return value[0] if value else None
+    return value
+
+
 def extract_rows(cars: list, indexes: tuple) -> list[tuple]:
     """The values analysis needs from every car row (cars without a number are skipped).
 
-    Each tuple is ``(num, state, laps, last, driver, class, team, car)`` with
-    cell flags dropped and driver names taken from ``[name, rank]`` cells.
+    ``indexes`` are the columns of Num, State, Laps, Last and Driver (None
+    when missing). Each result is ``((num, state, laps, last, driver), row)``
+    with cell flags dropped (``[value, flag]`` gives value, ``[name, rank]``
+    gives name) and the row itself, from which class, team and car are read
+    while they are still unknown.
     """
     rows = []
+    append = rows.append
+    if None not in indexes:
+        getter = itemgetter(*indexes)
+        for car in cars:
+            try:
+                num, state, laps, last, driver = getter(car)
+            except (IndexError, TypeError, KeyError):
+                _slow_row(car, indexes, append)
+                continue
+            if type(num) is not str:
+                if num is None:
+                    continue
+                num = _plain(num)
+                if num is None:
+                    continue
+                num = str(num)
+            if not num:
+                continue
+            if type(state) is list:
+                state = _plain(state)
+            if type(laps) is list:
+                laps = _plain(laps)
+            if type(last) is list:
+                last = last[0] if last else None
+            if type(driver) is list:
+                driver = _plain(driver)
+            append(((num, state, laps, last, driver), car))
+        return rows
     for car in cars:
-        size = len(car)
-        values = []
-        for index in indexes:
-            if index is None or index >= size:
-                values.append(None)
-            else:
-                value = car[index]
-                if type(value) is list or type(value) is tuple:
-                    value = value[0] if value else None
-                values.append(value)
-        num = values[0]
-        if num is None or num == "":
-            continue
-        values[0] = num if type(num) is str else str(num)
-        rows.append(tuple(values))
+        _slow_row(car, indexes, append)
     return rows
+
+
+def _slow_row(car: Any, indexes: tuple, append: Callable[[tuple], Any]) -> None:
+    try:
+        size = len(car)
+    except TypeError:
+        return
+    values = [_plain(car[index]) if index is not None and index < size else None
+              for index in indexes]
+    num = values[0]
+    if num is None or num == "":
+        return
+    values[0] = num if type(num) is str else str(num)
+    append((tuple(values), car))
 
 
 class _Pending:
     """The newest state of the second being received, not yet taken into the model."""
 
-    __slots__ = ("second", "rows", "flag", "messages", "state_messages")
+    __slots__ = ("second", "rows", "flag", "messages", "state_messages", "static_indexes")
 
     def __init__(self, second: int, rows: list, flag: Any, messages: list | None,
-                 state_messages: list):
+                 state_messages: list, static_indexes: tuple):
         self.second = second
+        self.static_indexes = static_indexes
         self.rows = rows
         self.flag = flag
         self.messages = messages
@@ -158,7 +212,7 @@ class Analyser:
     saves and resumes ``$LIVETIMING_ANALYSIS_DIR/<uuid>.json``.
     """
 
-    log = Logger(namespace="livetiming.analysis")
+    log = _LazyLogger("livetiming.analysis")
 
     def __init__(self, uuid: str, publish: Callable[..., Any] | None,
                  interval: float = ANALYSIS_PUBLISH_INTERVAL, *, clock: Any = None,
@@ -176,7 +230,9 @@ class Analyser:
         self._pending: _Pending | None = None
         self._commit_call = None
         self._colspec_key: tuple | None = None
+        self._colspec: list | None = None
         self._indexes: tuple = ()
+        self._static_indexes: tuple = (None, None, None)
         self._queued: dict[str, None] = {}
         self._last_sent: dict[str, float] = {}
         self._flush_call = None
@@ -215,16 +271,20 @@ class Analyser:
         if pending is not None and second > pending.second:
             self.commit()
             pending = None
-        key = _colspec_key(colSpec)
-        if key != self._colspec_key:
-            extractor = FieldExtractor(colSpec)
-            self._indexes = tuple(extractor.index(field) for field in _ROW_FIELDS)
-            self._colspec_key = key
+        if colSpec != self._colspec:
+            key = _colspec_key(colSpec)
+            if key != self._colspec_key:
+                extractor = FieldExtractor(colSpec)
+                self._indexes = tuple(extractor.index(field) for field in _ROW_FIELDS)
+                self._static_indexes = tuple(extractor.index(field) for field in _STATIC_FIELDS)
+                self._colspec_key = key
+            self._colspec = list(colSpec)
         rows = extract_rows(newState.get("cars", []), self._indexes)
         flag = (newState.get("session") or {}).get("flagState")
         state_messages = newState.get("messages", [])
         if pending is not None:
             pending.rows = rows
+            pending.static_indexes = self._static_indexes
             pending.flag = flag
             pending.state_messages = state_messages
             if new_messages is not None and pending.messages is not None:
@@ -234,7 +294,7 @@ class Analyser:
         else:
             self._pending = _Pending(second, rows, flag,
                                      list(new_messages) if new_messages is not None else None,
-                                     state_messages)
+                                     state_messages, self._static_indexes)
             self._schedule_commit(second)
 
     def _schedule_commit(self, second: int) -> None:
@@ -266,7 +326,8 @@ class Analyser:
         if new_messages is None:
             new_messages = _new_messages(model.last_messages, pending.state_messages)
         changes = Changes() if self.publish is not None else None
-        model.apply(pending.second, pending.rows, pending.flag, new_messages, changes)
+        model.apply(pending.second, pending.rows, pending.flag, new_messages, changes,
+                    pending.static_indexes)
         model.last_messages = pending.state_messages
         self._dirty_since_save = True
         if changes is not None:
@@ -376,7 +437,7 @@ class Analyser:
         return os.path.join(analysis_dir(), f"{self.uuid}.json")
 
     def _save(self) -> None:
-        from livetiming.service.state_store import write_json_atomically
+        from livetiming.recording.tools import write_json_atomically
 
         started = time.monotonic()
         path = self._state_file()

@@ -169,7 +169,8 @@ class Car:
 
     __slots__ = ("race_num", "race_class", "team", "vehicle", "drivers", "driver", "stints",
                  "current_stint", "current_lap", "last_pass", "messages", "lap_flag", "finished",
-                 "seen", "prev_state", "prev_laps", "prev_last", "provisional", "stint_data")
+                 "seen", "prev_state", "prev_laps", "prev_last", "provisional", "stint_data",
+                 "last_row", "static_done", "last_static")
 
     def __init__(self, race_num: str):
         self.race_num = race_num
@@ -196,6 +197,11 @@ class Car:
         self.provisional: str | None = None
         #: Completed stints as published tuples (they never change once complete).
         self.stint_data: list[list] = []
+        #: The values of the latest row taken in, to skip rows that did not change.
+        self.last_row: tuple | None = None
+        #: True once class, team and car are known (or have no column).
+        self.static_done = False
+        self.last_static: tuple | None = None
 
     def for_json(self) -> list:
         """The car's static data as published: ``[class, team, car]``."""
@@ -231,7 +237,7 @@ class Car:
     def to_json(self) -> dict:
         """This car as plain data (for the saved analysis state)."""
         data = {name: getattr(self, name) for name in self.__slots__
-                if name not in ("stints", "current_stint", "stint_data")}
+                if name not in _TRANSIENT_CAR_FIELDS}
         data["stints"] = [stint.to_json() for stint in self.stints]
         data["current_stint"] = self.current_stint.to_json() if self.current_stint else None
         data["stint_data"] = self.stint_data
@@ -242,12 +248,30 @@ class Car:
         """Rebuild a car saved by ``to_json``."""
         car = cls(str(data["race_num"]))
         for name in cls.__slots__:
-            if name in data and name not in ("stints", "current_stint"):
+            if name in data and name not in _TRANSIENT_CAR_FIELDS:
                 setattr(car, name, data[name])
+        car.stint_data = data.get("stint_data", [])
         car.stints = [Stint.from_json(stint) for stint in data.get("stints", [])]
         current = data.get("current_stint")
         car.current_stint = Stint.from_json(current) if current else None
         return car
+
+
+_TRANSIENT_CAR_FIELDS = frozenset(("stints", "current_stint", "stint_data", "last_row",
+                                   "static_done", "last_static"))
+_STATIC_FIELDS = ("race_class", "team", "vehicle")
+
+
+def static_values(row: Any, indexes: tuple) -> tuple:
+    """Class, team and car of a table row (None where the column is missing)."""
+    values = []
+    size = len(row)
+    for index in indexes:
+        value = row[index] if index is not None and index < size else None
+        if type(value) is list or type(value) is tuple:
+            value = value[0] if value else None
+        values.append(value)
+    return tuple(values)
 
 
 class AnalysisModel:
@@ -268,14 +292,26 @@ class AnalysisModel:
     # ----- one committed second ---------------------------------------------------
 
     def apply(self, second: int, rows: list[tuple], flag_state: Any, new_messages: list,
-              changes: Changes | None) -> None:
-        """Take in one second's table (``rows`` from ``extract_rows``), flag and new messages."""
+              changes: Changes | None, static_indexes: tuple = (None, None, None)) -> None:
+        """Take in one second's table, flag and new messages.
+
+        ``rows`` holds ``((num, state, laps, last, driver), raw_row)`` per car
+        (see ``extract_rows``); ``static_indexes`` are the columns of class,
+        team and car in the raw rows. Rows that did not change since the
+        previous second are skipped unless the flag changed.
+        """
         self.latest_timestamp = second
         flag = int(FlagStatus.fromString(flag_state if isinstance(flag_state, str) else None))
-        if flag != self.flag:
+        flag_changed = flag != self.flag
+        if flag_changed:
             self._flag_change(flag, second, changes)
-        for row in rows:
-            self._update_car(row, second, flag, changes)
+        cars = self.cars
+        for values, raw in rows:
+            car = cars.get(values[0])
+            if car is not None and not flag_changed and values == car.last_row:
+                if car.static_done or static_values(raw, static_indexes) == car.last_static:
+                    continue
+            self._update_car(values, raw, car, second, flag, changes, static_indexes)
         if new_messages:
             self._take_messages(new_messages, changes)
 
@@ -294,9 +330,9 @@ class AnalysisModel:
         if changes is not None:
             changes.session = True
 
-    def _update_car(self, row: tuple, second: int, flag: int, changes: Changes | None) -> None:
-        num, state, laps_cell, last_cell, driver, race_class, team, vehicle = row
-        car = self.cars.get(num)
+    def _update_car(self, values: tuple, raw: Any, car: Car | None, second: int, flag: int,
+                    changes: Changes | None, static_indexes: tuple) -> None:
+        num, state, laps_cell, last_cell, driver = values
         if car is None:
             car = self.cars[num] = Car(num)
             car.lap_flag = flag
@@ -304,18 +340,21 @@ class AnalysisModel:
                 changes.static = True
                 changes.driver = True
                 changes.cars_full.add(num)
-        if not car.race_class and race_class:
-            car.race_class = race_class
-            if changes is not None:
-                changes.static = True
-        if not car.team and team:
-            car.team = team
-            if changes is not None:
-                changes.static = True
-        if not car.vehicle and vehicle:
-            car.vehicle = vehicle
-            if changes is not None:
-                changes.static = True
+        car.last_row = values
+        if not car.static_done:
+            statics = static_values(raw, static_indexes)
+            car.last_static = statics
+            done = True
+            for field, index, value in zip(_STATIC_FIELDS, static_indexes, statics, strict=True):
+                if index is None or getattr(car, field):
+                    continue
+                if value:
+                    setattr(car, field, value)
+                    if changes is not None:
+                        changes.static = True
+                else:
+                    done = False
+            car.static_done = done
         if driver != car.driver:
             if driver and driver not in car.drivers:
                 car.drivers.append(driver)

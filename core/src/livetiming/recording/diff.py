@@ -87,8 +87,13 @@ def _diff(a: Any, b: Any, node: list, result: DiffResult) -> None:
             if x is y:
                 continue
             tx = type(x)
-            if tx is type(y) and tx not in _CONTAINERS:
+            if tx is type(y):
                 if x == y:
+                    continue
+                if tx in _CONTAINERS:
+                    node.append(index)
+                    _diff(x, y, node, result)
+                    node.pop()
                     continue
                 node.append(index)
                 result.ops.append(["change", _path(node), [x, y]])
@@ -127,25 +132,45 @@ def _lookup(dest: Any, keys: list) -> Any:
     return dest
 
 
-def patch_in_place(ops: list, dest: Any) -> Any:
+def patch_in_place(ops: list, dest: Any, keep_columns: frozenset | None = None) -> Any:
     """Apply dictdiffer entries to ``dest`` itself and return it (dictdiffer's semantics).
 
     ``dest`` is modified: callers pass an object they own (for example one
     freshly parsed from a keyframe). A ``change`` of the root returns the new
-    root instead.
+    root instead. ``keep_columns`` (for a ``cars`` table) applies changes
+    inside a row only to those column indexes: readers that never look at
+    the other columns save the work (those cells are then out of date).
     """
     for action, path, changes in ops:
-        keys = _keys(path)
         if action == "change":
-            if not keys:
-                dest = changes[1]
-                continue
-            parent = _lookup(dest, keys[:-1])
-            last = keys[-1]
-            if type(parent) is list:
+            if type(path) is list:
+                depth = len(path)
+                if depth == 0:
+                    dest = changes[1]
+                    continue
+                if keep_columns is not None and depth >= 2 and path[1] not in keep_columns:
+                    continue
+                parent = dest
+                for index in range(depth - 1):
+                    key = path[index]
+                    if type(parent) is list and type(key) is not int:
+                        key = int(key)
+                    parent = parent[key]
+                last = path[-1]
+            else:
+                keys = _keys(path)
+                if not keys:
+                    dest = changes[1]
+                    continue
+                parent = _lookup(dest, keys[:-1])
+                last = keys[-1]
+            if type(parent) is list and type(last) is not int:
                 last = int(last)
             parent[last] = changes[1]
         elif action == "add":
+            keys = _keys(path)
+            if keep_columns is not None and len(keys) >= 2 and keys[1] not in keep_columns:
+                continue
             target = _lookup(dest, keys)
             if type(target) is list:
                 for key, value in changes:
@@ -154,6 +179,9 @@ def patch_in_place(ops: list, dest: Any) -> Any:
                 for key, value in changes:
                     target[key] = value
         elif action == "remove":
+            keys = _keys(path)
+            if keep_columns is not None and len(keys) >= 2 and keys[1] not in keep_columns:
+                continue
             target = _lookup(dest, keys)
             for key, _value in changes:
                 if type(target) is list:

@@ -31,10 +31,10 @@ def applyIntraFrame(initial: dict, iframe: dict) -> dict:
     return _apply(json_copy(initial), iframe)
 
 
-def _apply(state: dict, iframe: dict) -> dict:
+def _apply(state: dict, iframe: dict, keep_columns: frozenset | None = None) -> dict:
     """Apply an intra-frame to a state the caller owns, in place where possible."""
     return {
-        "cars": patch_in_place(iframe.get("cars", []), state.get("cars", [])),
+        "cars": patch_in_place(iframe.get("cars", []), state.get("cars", []), keep_columns),
         "session": patch_in_place(iframe.get("session", []), state.get("session", {})),
         "messages": (list(iframe.get("messages", [])) + list(state.get("messages", [])))[:MAX_MESSAGES],
         "highlight": list(iframe.get("highlight", [])),
@@ -185,12 +185,20 @@ class RecordingFile:
         """Every recorded second, ascending."""
         return list(self._seconds)
 
-    def iter_frames(self) -> Iterator[tuple[int, dict, list, bool]]:
+    def colspecs(self) -> list[list]:
+        """Every column spec the recording used (recorded changes, then the manifest's)."""
+        found = [colspec for colspec in self._colspecs if isinstance(colspec, list)]
+        return found + [self.manifest.get("colSpec", [])]
+
+    def iter_frames(self, keep_columns: frozenset | None = None
+                    ) -> Iterator[tuple[int, dict, list, bool]]:
         """Every frame in order as ``(second, state, new_messages, is_keyframe)``.
 
         The same state object is updated in place from frame to frame (fast
         sequential reading); copy it to keep it. ``new_messages`` are the
-        messages that appeared since the previous frame, newest first.
+        messages that appeared since the previous frame, newest first. With
+        ``keep_columns`` only those columns of the car rows are kept up to
+        date between keyframes.
         """
         state: dict | None = None
         for frame in self._frames:
@@ -205,7 +213,7 @@ class RecordingFile:
                     new = [message for message in current if message not in previous]
             else:
                 new = data.get("messages", [])
-                state = _apply(state, data)
+                state = _apply(state, data, keep_columns)
             yield frame.second, state, new, frame.is_keyframe
 
     def getStateAt(self, interval: float) -> dict:

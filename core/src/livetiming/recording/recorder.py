@@ -33,6 +33,7 @@ Differences from the original framework's recorder, all deliberate:
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import re
 import time
@@ -51,6 +52,19 @@ FSYNC_INTERVAL = 10.0
 def dumps(data: Any) -> str:
     """Compact, ASCII-only JSON as stored in recordings (NaN refused)."""
     return json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def snapshot_state(state: dict) -> dict:
+    """A deep copy of a state, so a plugin changing its rows later cannot change our basis.
+
+    ``marshal`` copies plain data (dicts, lists, strings, numbers) at C speed;
+    it is only an in-memory copy, nothing is stored in that form. States with
+    other types fall back to a Python copy.
+    """
+    try:
+        return marshal.loads(marshal.dumps(state))
+    except ValueError:
+        return json_copy(state)
 
 
 def segment_path(base: str, number: int) -> str:
@@ -254,7 +268,7 @@ class TimingRecorder:
         if self._current_second is not None and second > self._current_second:
             self._basis = self._current_state
             self._basis_since_key = self._current_since_key
-        snapshot = json_copy(state)
+        snapshot = snapshot_state(state)
         frame = None
         if self._basis is not None and self._basis_since_key + 1 < INTRA_FRAMES:
             frame = intra_frame(self._basis, snapshot)

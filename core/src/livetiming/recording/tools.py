@@ -19,15 +19,35 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from livetiming.recording.diff import json_copy
 from livetiming.recording.journal import JOURNAL_SUFFIX, is_locked
 from livetiming.recording.reader import RecordingFile
 from livetiming.recording.zipstore import RecordingException, finalise
 
 Log = Callable[[str], None]
+
+
+def write_json_atomically(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON so that a crash leaves the old file or the new one, never half of one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, delete=False,
+                                         prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with handle:
+            json.dump(data, handle, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        try:
+            os.unlink(handle.name)
+        except OSError:
+            pass
+        raise
 
 
 def _stderr(line: str) -> None:
@@ -42,7 +62,7 @@ def recordings_dir() -> str:
 def build_analysis(recording: str | os.PathLike | RecordingFile,
                    report_progress: bool = False) -> dict:
     """The version 1 analysis of a recording, as a dict (see ``generate_analysis``)."""
-    from livetiming.analysis import Analyser
+    from livetiming.analysis import ANALYSED_FIELDS, Analyser, FieldExtractor
 
     owned = not isinstance(recording, RecordingFile)
     rec = RecordingFile(recording) if owned else recording
@@ -55,9 +75,14 @@ def build_analysis(recording: str | os.PathLike | RecordingFile,
 
             progress = tqdm(total=rec.frames, unit="frame", file=sys.stderr,
                             desc=os.path.basename(rec.filename), mininterval=0.2)
-        state: dict = {}
+        # Between keyframes only the columns analysis reads (in any column spec the
+        # recording used) are kept up to date; the final state is rebuilt in full.
+        keep = set()
+        for colspec in rec.colspecs():
+            extractor = FieldExtractor(colspec)
+            keep.update(index for index in map(extractor.index, ANALYSED_FIELDS) if index is not None)
         done = 0
-        for second, state, new_messages, _keyframe in rec.iter_frames():
+        for second, state, new_messages, _keyframe in rec.iter_frames(frozenset(keep)):
             analyser.receiveStateUpdate(state, rec.colspec_at(second), second, new_messages)
             analyser.commit()
             done += 1
@@ -67,7 +92,7 @@ def build_analysis(recording: str | os.PathLike | RecordingFile,
             progress.update(done % 50)
             progress.close()
         data = analyser.get_current_state()
-        data["state"] = json_copy(state)
+        data["state"] = rec.getStateAtTimestamp(rec.seconds[-1])
         data["service"] = manifest
         return data
     finally:
@@ -81,8 +106,6 @@ def generate_analysis(recording: str | os.PathLike | RecordingFile, out_file: st
 
     Returns the data written.
     """
-    from livetiming.service.state_store import write_json_atomically
-
     data = build_analysis(recording, report_progress)
     write_json_atomically(out_file, data)
     return data
@@ -163,8 +186,6 @@ def update_recordings_index(index_file: str | os.PathLike | None = None, log: Lo
     ``generate`` (default: the ``GENERATE_ANALYSIS`` environment variable)
     missing analysis files are generated. Returns the index.
     """
-    from livetiming.service.state_store import write_json_atomically
-
     if index_file is None:
         index_file = os.path.join(recordings_dir(), "index.json")
     index_file = os.fspath(index_file)
