@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 __all__ = [
     "DEFAULT_FILENAME",
@@ -49,6 +49,17 @@ def parse_url(value: str) -> URL:
         raise StoreURLError(f"--database: only sqlite and postgresql are supported, not {backend!r}")
     if backend == "sqlite" and url.database in (None, "", ":memory:"):
         raise StoreURLError("--database: an SQLite store needs a file, e.g. sqlite:///carobama.sqlite")
+    try:
+        dialect = url.get_dialect()
+        dialect.import_dbapi()
+    except NoSuchModuleError:
+        raise StoreURLError(f"--database: unknown database driver {url.drivername!r} "
+                            f"(use sqlite or postgresql+psycopg)") from None
+    except ImportError as error:
+        raise StoreURLError(f"--database: the driver for {url.drivername!r} is not installed "
+                            f"({getattr(error, 'name', None) or error})") from None
+    if getattr(dialect, "is_async", False):
+        raise StoreURLError(f"--database: {url.drivername!r} is an asyncio driver; use postgresql+psycopg")
     return url
 
 
