@@ -25,7 +25,7 @@ run: venv
 	mkdir -p $(RUN_DIR)
 	LIVETIMING_STATE_DIR=$(RUN_DIR)/state LIVETIMING_LOG_DIR=$(RUN_DIR)/logs \
 	LIVETIMING_ANALYSIS_DIR=$(RUN_DIR)/analysis LIVETIMING_RECORDINGS_DIR=$(RUN_DIR)/recordings \
-	$(VENV)/bin/carobama-demo --source $(SOURCE) $(RUN_ARGS)
+	LIVETIMING_DATA_DIR=$(RUN_DIR)/data $(VENV)/bin/carobama-demo --source $(SOURCE) $(RUN_ARGS)
 
 crossbar: $(CROSSBAR_VENV)/bin/crossbar
 
