@@ -338,3 +338,29 @@ def test_outline_ignores_out_laps_and_positions_far_from_a_settled_slice():
     model.entries[0].state = CarState.OUT
     outline.observe(model)
     assert outline.view()["line"] == [], "nothing learned from the out-lap car"
+
+
+def test_json_client_coalesces_while_congested_and_drops_a_client_that_never_reads():
+    from livetiming.service.plugins.carobama.pitwall.sockets import JsonClient, JsonServerFactory
+
+    factory = JsonServerFactory("test", on_open=lambda client: None, max_backlog=100)
+    client = JsonClient()
+    client.factory = factory
+    client.peer_label = "tcp4:127.0.0.1:1"
+    sent: list[bytes] = []
+    dropped: list[bool] = []
+    client.sendMessage = lambda data, isBinary=False: sent.append(data)
+    client.registerProducer = lambda producer, streaming: None
+    client.dropConnection = lambda abort=False: dropped.append(abort)
+    client.onOpen()
+    assert factory.clients == [client]
+    client.send_frame(b"s0", "state")
+    client.pauseProducing()
+    for frame, kind in ((b"s1", "state"), (b"c1", None), (b"s2", "state"), (b"p1", "positions")):
+        client.send_frame(frame, kind)
+    assert sent == [b"s0"]
+    client.resumeProducing()
+    assert sent == [b"s0", b"c1", b"s2", b"p1"], "only the newest state; events all kept, in order"
+    client.pauseProducing()
+    client.send_frame(b"x" * 200)
+    assert dropped == [True] and factory.clients == []
