@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import time
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from livetiming.analysis import Analyser
-from livetiming.recording import RecordingFile
+from livetiming.recording import RecordingFile, TimingRecorder
 from livetiming.recording.journal import journal_path
 from tests.integration.test_emperor_end_to_end import CAPTURES, Replay, truth_of, wait_for_truth
 from tests.support.analysis_checks import check_analysis
@@ -263,3 +266,35 @@ def test_recordings_service_answers_page_names_manifest_and_guards_update(crossb
     assert manifest["description"] == "Free practice" and manifest["hidden"] is True
     assert json.loads((folder / "index.json").read_text())["one"]["hidden"] is True
 
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_web_replay_zip_reader_reads_appended_recordings(tmp_path, monkeypatch):
+    """zip.js (the web app's ZIP reader) on a recording that was continued after a restart, so
+    the ZIP holds an earlier central directory in the middle; states equal what was published."""
+    from tests.support.scripted import EPOCH
+    from tests.unit.test_recording import run_scripted_session
+
+    monkeypatch.setenv("LIVETIMING_STATE_DIR", str(tmp_path / "state"))
+    js_dir = REPO / "tests" / "js"
+    if not (js_dir / "node_modules" / "@zip.js" / "zip.js").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "-q"], cwd=js_dir, check=True)
+    path = tmp_path / "appended.zip"
+    _service, sink = run_scripted_session(path)
+    published = sink.by_second()
+    recorder = TimingRecorder(path)  # a restart continues the same file
+    for offset in range(1, 15):
+        state = json.loads(json.dumps(published[max(published)]))
+        state["session"]["timeElapsed"] = 100 + offset
+        state["cars"] = state["cars"][: 1 + offset % 4]
+        recorder.writeState(state, EPOCH + 100 + offset)
+        published[EPOCH + 100 + offset] = state
+    recorder.close()
+    result = subprocess.run(["node", str(js_dir / "replay.mjs"), str(path)], capture_output=True,
+                            text=True, check=True, cwd=js_dir, timeout=120)
+    replayed = json.loads(result.stdout)
+    assert replayed["manifest"]["version"] == 1
+    states = {int(second): state for second, state in replayed["states"].items()}
+    assert sorted(states) == sorted(published)
+    for second, state in published.items():
+        assert states[second] == state, second
