@@ -341,7 +341,8 @@ def _write_frames(recorder, start, count, cars=3):
     for index in range(count):
         state = {"cars": [[str(n), start + index] for n in range(cars)],
                  "session": {"flagState": "green", "t": start + index},
-                 "messages": [[EPOCH + start + index, "c", f"m{start + index}", ""]],
+                 "messages": [[EPOCH + n, "c", f"m{n}", ""]
+                              for n in range(start + index, max(-1, start + index - 100), -1)],
                  "highlight": []}
         recorder.writeState(state, EPOCH + start + index)
         states.append(state)
@@ -531,3 +532,37 @@ def test_no_manifest_or_unknown_version_is_not_a_recording(tmp_path):
         archive.writestr("01700000000.json", "{}")
     with pytest.raises(RecordingException, match="version"):
         RecordingFile(tmp_path / "b.zip")
+
+
+def test_a_failed_journal_write_is_cut_off_and_recording_goes_on(tmp_path):
+    path = tmp_path / "full.zip"
+    recorder = TimingRecorder(path)
+    recorder.writeManifest({"uuid": "u", "colSpec": []})
+    states = _write_frames(recorder, 0, 3)
+    real = recorder._journal._handle
+
+    class FullDisk:
+        def __init__(self):
+            self.failed = False
+
+        def write(self, data):
+            if not self.failed:
+                self.failed = True
+                real.write(bytes(data[: len(data) // 2]))
+                raise OSError(28, "No space left on device")
+            return real.write(data)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    recorder._journal._handle = FullDisk()
+    with pytest.raises(OSError):
+        _write_frames(recorder, 3, 1)
+    states += _write_frames(recorder, 4, 3)
+    recorder._journal._handle = real
+    recorder.close()
+    with RecordingFile(path) as recording:
+        assert recording.seconds == [EPOCH + s for s in (0, 1, 2, 4, 5, 6)]
+        for state in states:
+            second = EPOCH + state["session"]["t"]
+            assert recording.getStateAtTimestamp(second) == json.loads(json.dumps(state))

@@ -15,8 +15,9 @@ The entry name is the name the entry gets in the ZIP (``manifest.json``,
 ``01700000000.json``, ``01700000001i.json``) or a control record starting
 with ``#``: ``#journal`` (header) and ``#finalise`` (written, with the ZIP's
 size, before the ZIP is touched). Each line is written with one ``write``
-call and flushed to the operating system, so a killed process loses at most
-the line it was writing; such a torn line fails its checksum and it and
+call on an unbuffered file (so it is with the operating system when
+``writeState`` returns), so a killed process loses at most the line it was
+writing; such a torn line fails its checksum and it and
 anything after it are ignored.
 """
 
@@ -127,32 +128,46 @@ def iter_payloads(handle: BinaryIO, contents: JournalContents) -> Iterator[tuple
 
 
 class JournalWriter:
-    """Appends records to a journal, one flushed ``write`` per record, under an exclusive lock.
+    """Appends records to a journal, one unbuffered ``write`` per record, under an exclusive lock.
 
     The lock (``flock``, where available) tells other processes that a live
-    recorder owns the journal, so that tools finalise only abandoned ones.
+    recorder owns the journal, so that tools finalise only abandoned ones. A
+    write that fails (a full disk) is cut off again, so that later records
+    do not end up behind a torn line.
     """
 
     def __init__(self, path: str | os.PathLike, zip_name: str):
         self.path = os.fspath(path)
-        self._handle = open(self.path, "ab")  # noqa: SIM115 - kept open while recording
+        self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open while recording
         if not try_lock(self._handle):
             self._handle.close()
             raise JournalBusy(f"{self.path} is being written by another process")
-        if self._handle.tell() == 0:
+        self._good = os.fstat(self._handle.fileno()).st_size
+        if self._good == 0:
             header = json.dumps({"format": FORMAT, "version": 1, "zip": zip_name},
                                 separators=(",", ":"))
-            self._handle.write(encode_line(HEADER, header))
-            self._handle.flush()
+            self._write(encode_line(HEADER, header))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._handle.write(view)
+                view = view[written:]
+        except OSError:
+            try:
+                os.ftruncate(self._handle.fileno(), self._good)
+            except OSError:
+                pass
+            raise
+        self._good += len(data)
 
     def append(self, name: str, payload: str) -> None:
         """Write one record and hand it to the operating system."""
-        self._handle.write(encode_line(name, payload))
-        self._handle.flush()
+        self._write(encode_line(name, payload))
 
     def sync(self) -> None:
         """Ask the operating system to put the journal on disk (survives power loss)."""
-        self._handle.flush()
         os.fsync(self._handle.fileno())
 
     def close(self) -> None:
