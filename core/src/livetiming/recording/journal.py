@@ -138,10 +138,20 @@ class JournalWriter:
 
     def __init__(self, path: str | os.PathLike, zip_name: str):
         self.path = os.fspath(path)
-        self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open while recording
-        if not try_lock(self._handle):
+        for _attempt in range(5):
+            self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
+            if not try_lock(self._handle):
+                self._handle.close()
+                raise JournalBusy(f"{self.path} is being written by another process")
+            # A tool may have finalised (and deleted) the new file between open and lock.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self._handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             self._handle.close()
-            raise JournalBusy(f"{self.path} is being written by another process")
+        else:
+            raise JournalBusy(f"{self.path} keeps being removed by another process")
         self._good = os.fstat(self._handle.fileno()).st_size
         if self._good == 0:
             header = json.dumps({"format": FORMAT, "version": 1, "zip": zip_name},

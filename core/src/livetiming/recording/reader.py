@@ -66,11 +66,20 @@ class RecordingFile:
         self._archive = None
         self._journal = None
         self._cache: tuple[int, dict] | None = None
-        try:
-            self._open(force_compat)
-        except BaseException:
-            self.close()
-            raise
+        for attempt in range(3):
+            try:
+                self._open(force_compat)
+                break
+            except RecordingException:
+                # A recorder finishing the file right now can leave the ZIP mid-append for
+                # a moment; read again (the journal then says how much of it is complete).
+                live = self._journal is not None
+                self.close()
+                if not live or attempt == 2:
+                    raise
+            except BaseException:
+                self.close()
+                raise
 
     def _open(self, force_compat: bool) -> None:
         jpath = journal_module.journal_path(self.filename)
