@@ -14,7 +14,7 @@ from livetiming.network import Message
 from livetiming.racing import Stat
 from livetiming.recording import generate_analysis
 from tests.support.analysis_checks import check_analysis
-from tests.support.scripted import COLUMNS, EPOCH, car, make_scripted
+from tests.support.scripted import EPOCH, car, make_scripted
 
 E = EPOCH
 
@@ -352,5 +352,24 @@ def test_offline_analysis_of_the_recording_equals_the_live_analysis(tmp_path):
     assert json.loads(Path(tmp_path / "race.json").read_text()) == json.loads(json.dumps(offline))
 
 
-def test_columns_exist_in_script():
-    assert COLUMNS[0] is Stat.NUM
+def test_after_a_new_session_the_new_file_analyses_to_the_live_analysis(tmp_path):
+    path = tmp_path / "meeting.zip"
+    service, _sink = scripted_race("-r", str(path))
+    service.start_new_session()
+    service.cars = [car("8", laps=0, driver="Q"), car("9", laps=0, driver="R")]
+    service.session["flagState"] = "green"
+    for t in range(20, 40):
+        for row in service.cars:
+            row[6] += 1
+            row[8] = [80.0 + t % 3, ""]
+        if t == 25:
+            service.rc.append("Car #8 warned")
+        service.at(t)
+    service.shutdown()
+    live = service.analyser.get_current_state()
+    assert set(live["static"]) == {"8", "9"}
+    offline = generate_analysis(tmp_path / "meeting-2.zip", tmp_path / "out.json")
+    check_analysis(offline, with_service=True)
+    assert {key: offline[key] for key in live} == live
+    first = generate_analysis(path, tmp_path / "first.json")
+    assert set(first["static"]) == {"1", "2", "3"}

@@ -24,6 +24,10 @@ How it differs from the original framework, on purpose:
   ``$LIVETIMING_ANALYSIS_DIR/<uuid>.json`` at most once a minute and on
   shutdown, and resumed when a service with the same uuid starts. No pickle.
 * Timestamps are whole Unix seconds.
+* After a start with no saved state, or a ``reset()`` (new session), the
+  first second takes in every message the state shows (as the offline
+  analysis does with the first frame of a recording file); later seconds
+  take the messages that are new since the previous second.
 """
 
 from __future__ import annotations
@@ -323,7 +327,11 @@ class Analyser:
         self._commit_call = None
         model = self.model
         new_messages = pending.messages
-        if new_messages is None:
+        if model.latest_timestamp is None:
+            # The first second after a start or reset takes every message the state shows, as
+            # the offline analysis of a recording (or a segment) does with its first frame.
+            new_messages = list(pending.state_messages)
+        elif new_messages is None:
             new_messages = _new_messages(model.last_messages, pending.state_messages)
         changes = Changes() if self.publish is not None else None
         model.apply(pending.second, pending.rows, pending.flag, new_messages, changes,
