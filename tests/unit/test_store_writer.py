@@ -6,6 +6,8 @@ outages are simulated by an engine that refuses connections. Nothing sleeps.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 from typing import Any
@@ -17,6 +19,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import OperationalError
 
 from livetiming.service.plugins.carobama.model import Entry, EventKind, FeedEvent, Lap, TimingModel
+from livetiming.service.plugins.carobama.store import export
 from livetiming.service.plugins.carobama.store import schema as s
 from livetiming.service.plugins.carobama.store.db import current_revision, head_revision, make_engine, upgrade
 from livetiming.service.plugins.carobama.store.recorder import Recorder
@@ -250,7 +253,7 @@ def test_laps_seen_again_without_their_time_keep_the_stored_time(store_url):
 
 @pytest.mark.parametrize("name", ["O'Brien \"Bobby\"; DROP TABLE laps;--", "Zoë Ångström-Ø", "李小龍 🏁",
                                   "Robert'); DELETE FROM drivers WHERE ('1'='1", "back\\slash %s {x}"])
-def test_driver_names_with_quotes_sql_and_non_ascii_are_stored_unchanged(store_url, name):
+def test_driver_names_with_quotes_sql_and_non_ascii_are_stored_and_exported_unchanged(store_url, name):
     writer = StoreWriter(make_engine(store_url))
     recorder = Recorder(writer.submit, writer.submit_frame, run="run1", source="emperor", host="h")
     recorder.start(T0)
@@ -269,8 +272,15 @@ def test_driver_names_with_quotes_sql_and_non_ascii_are_stored_unchanged(store_u
         message = conn.execute(select(s.messages.c.text, s.messages.c.data)).one()
         assert message.text == f"{name}: hi" and message.data["sender"] == name
         assert conn.execute(select(s.frames.c.data)).scalar_one() == f'{{"name": {name!r}}}'
+        exported = export.laps(conn, latest_session(conn))
     engine.dispose()
     writer.engine.dispose()
+    assert [row["driver"] for row in exported] == [name]
+    as_csv, as_json = io.StringIO(), io.StringIO()
+    export.write_rows(exported, "csv", as_csv)
+    export.write_rows(exported, "json", as_json)
+    assert [row["driver"] for row in csv.DictReader(io.StringIO(as_csv.getvalue()))] == [name]
+    assert [row["driver"] for row in json.loads(as_json.getvalue())] == [name]
 
 
 def test_frames_with_nul_characters_are_kept_exactly(store_url):
@@ -323,6 +333,27 @@ def test_an_outage_is_logged_once_buffered_and_written_on_recovery(tmp_path):
     with engine.connect() as conn:
         assert compare_with_truth(stored_cars(conn, latest_session(conn)), "race-v2x") == []
         assert conn.execute(select(func.count()).select_from(s.frames)).scalar_one() == len(frames)
+    engine.dispose()
+
+
+def test_a_database_down_at_start_up_is_migrated_and_written_once_it_answers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    logs = Logs()
+    writer = StoreWriter(make_engine(url), log=logs)
+    flaky = Flaky(writer.engine)
+    writer.engine = flaky
+    flaky.down = True
+    player = Player(writer, "emperor", "run1")
+    player.play(frames_of("edge-cases"))
+    assert not writer.flush_now() and not writer.flush_now()
+    assert len(logs.having("unavailable")) == 1
+    flaky.down = False
+    assert writer.flush_now()
+    assert len(logs.having("available again")) == 1
+    engine = make_engine(url)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        assert compare_with_truth(stored_cars(conn, latest_session(conn)), "edge-cases") == []
     engine.dispose()
 
 

@@ -114,7 +114,7 @@ class StoreWriter:
         max_frame_bytes: int = 64 * 1024 * 1024,
         batch_size: int = 5000,
         retry_max: float = 5.0,
-        close_timeout: float = 10.0,
+        close_timeout: float = 5.0,
         migrate: bool = True,
         log: LogFn | None = None,
         on_closed: Callable[[], None] | None = None,
