@@ -10,19 +10,25 @@ What it writes
 * **Every frame**, numbered ``seq`` 0, 1, 2 … within the run, with its receive time and the
   upstream connection's ``t``.
 * **Sessions**: one per feed *generation* (``Session.generation``). A session row is identified by
-  the upstream's own identity of the session (``Session.session_id``, which feeds only learn with
-  the session's first snapshot) so that a restarted service finds the row it was filling. A new
-  generation is therefore *settled* (its row created) only when that identity is known: when
-  ``session_id`` differs from the previous generation's, when the first lap or pit stop arrives, or
-  ``settle_after`` seconds after the generation began (then with a provisional key, re-keyed when
-  the real one turns up). Until then its messages and pit events wait in the recorder. A
-  generation replaced before it settled is not stored; its messages are kept without a session.
-* **Entries, drivers and laps** from the model, not from the events: after each frame every
-  entry's lap list is compared with what was already handed over, and the new laps are written
-  (with the ``personal_best``/``session_best`` flags of their ``lap`` event when there was one).
-  So the laps a feed reports from its first snapshot after a (re)connection, and the laps a looped
-  practice keeps, are stored like any other; the writer's unique ``(entry, lap number)`` makes the
-  repeats harmless.
+  the upstream host, the server name and the upstream's own identity of the session
+  (``Session.session_id``, plus ``@<start>`` in Unix seconds once ``Session.started_at`` is known,
+  so that BMI heats named alike on different days stay apart), so that a restarted service finds
+  the row it was filling. Feeds only learn that identity with the session's first snapshot, so a
+  new generation is *settled* (its row created) only when it is known: when ``session_id``
+  differs from the previous generation's, when the first lap or pit stop arrives, or
+  ``settle_after`` seconds after the generation began (then with a provisional key, re-keyed
+  when the real one turns up). Until then its messages wait in the recorder. A generation
+  replaced before it settled is not stored; its messages are kept without a session. A settled
+  session whose identity the feed then loses (BMI ``{}``: no heat loaded) is left as it was.
+* **Entries, drivers and laps** from the model, not from the events: after every frame with
+  events, and at least once a second of frames, each entry's lap list is compared with what was
+  already handed over and the new laps are written (with the ``personal_best``/``session_best``
+  flags of their ``lap`` event when there was one). So the laps a feed reports from its first
+  snapshot after a (re)connection, and the laps a looped practice keeps (``carried``), are stored
+  like any other; the writer's unique ``(entry, lap number)`` makes the repeats harmless. A last
+  lap whose time the feed corrected is written again as a correction; laps the feed removed (a
+  timekeeper's correction) are removed. Entries also carry their published position, best lap,
+  pit counter and state.
 * **Pit stops** from ``pit_in`` / ``pit_out`` events, paired by the writer. A stop *counts* (gets a
   ``number``) when the entry's pit counter rose in the same frame; a counter that rises on its
   own (a manager that reports ``NumPits`` after the car came in, or stops made while
