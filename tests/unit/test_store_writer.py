@@ -23,7 +23,7 @@ from livetiming.service.plugins.carobama.store import export
 from livetiming.service.plugins.carobama.store import schema as s
 from livetiming.service.plugins.carobama.store.db import current_revision, head_revision, make_engine, upgrade
 from livetiming.service.plugins.carobama.store.recorder import Recorder
-from livetiming.service.plugins.carobama.store.records import FrameRecord, LapRecord, SessionRef
+from livetiming.service.plugins.carobama.store.records import EntryUpsert, FrameRecord, LapRecord, SessionRef
 from livetiming.service.plugins.carobama.store.writer import StoreWriter
 from tests.support.stores import (
     BACKENDS,
@@ -392,6 +392,25 @@ def test_an_operation_the_database_refuses_is_skipped_and_the_rest_written(tmp_p
     with engine.connect() as conn:
         assert compare_with_truth(stored_cars(conn, latest_session(conn)), "practice-v1") == []
     engine.dispose()
+
+
+def test_a_row_the_database_rejects_is_skipped_without_losing_the_batch(store_url):
+    logs = Logs()
+    writer = StoreWriter(make_engine(store_url), log=logs)
+    player = Player(writer, "emperor", "run1")
+    frames = frames_of("practice-v1")
+    player.play(frames[:50])
+    writer.submit(EntryUpsert(ref=SessionRef("run1", 1), entry_key=None))  # NOT NULL violated
+    player.play(frames[50:])
+    assert writer.flush_now()
+    assert writer.stats.bad_operations == 1 and len(logs.having("skipped a EntryUpsert")) == 1
+    assert writer.available and not logs.having("unavailable")
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        assert compare_with_truth(stored_cars(conn, latest_session(conn)), "practice-v1") == []
+        assert conn.execute(select(func.count()).select_from(s.frames)).scalar_one() == len(frames)
+    engine.dispose()
+    writer.engine.dispose()
 
 
 # ----- the thread --------------------------------------------------------------------------------

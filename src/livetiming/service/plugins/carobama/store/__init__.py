@@ -65,7 +65,7 @@ class Store:
         self.log = log or Logger(namespace="carobama.store")
         self._wall_clock = wall_clock
         self.url = display_url(url)
-        engine = make_engine(url)
+        engine = make_engine(url, writer=True)
         self._closing = False
         self._waiters: list[Deferred] = []
         self._thread_done = False

@@ -72,6 +72,9 @@ def display_url(url: str | URL) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling (implicit BEGIN before DML only) breaks SAVEPOINTs;
+    # SQLAlchemy's documented remedy: autocommit at the driver, BEGIN emitted on "begin" below.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -82,11 +85,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str | URL, *, connect_timeout: float = 5.0, create_folder: bool = True) -> Engine:
+def make_engine(url: str | URL, *, connect_timeout: float = 5.0, create_folder: bool = True,
+                writer: bool = False) -> Engine:
     """An engine for the store; nothing is connected yet.
 
     Raises :class:`StoreURLError` for an unusable URL or a missing database driver. For SQLite the
-    file's folder is created when missing (unless ``create_folder`` is false).
+    file's folder is created when missing (unless ``create_folder`` is false), and a ``writer``
+    engine begins its transactions with ``BEGIN IMMEDIATE`` (it takes the write lock at once, so
+    that another process writing the same file makes it wait ``busy_timeout`` rather than fail).
     """
     parsed = parse_url(str(url)) if not isinstance(url, URL) else url
     backend = parsed.get_backend_name()
@@ -106,6 +112,8 @@ def make_engine(url: str | URL, *, connect_timeout: float = 5.0, create_folder: 
             Path(parsed.database or DEFAULT_FILENAME).expanduser().absolute().parent.mkdir(
                 parents=True, exist_ok=True)
         event.listen(engine, "connect", _sqlite_pragmas)
+        begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
     return engine
 
 

@@ -27,7 +27,7 @@ written then). The buffer is bounded: at most ``max_rows`` operations and ``max_
 raw frames; beyond that new items are dropped, counted, and logged once per episode, frames and
 rows separately (frames are the bulk, so they run out first and laps survive longer).
 
-Any other database error (a value the database refuses) is a bad operation, not an outage: the
+Any other error (a value the database refuses, or a bug) is a bad operation, not an outage: the
 batch is retried one operation at a time in savepoints, the bad ones are logged and skipped.
 
 Stopping
@@ -50,7 +50,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from livetiming.service.plugins.carobama.store.apply import Applier, MissingReference
+from livetiming.service.plugins.carobama.store.apply import Applier
 from livetiming.service.plugins.carobama.store.db import display_url, upgrade
 from livetiming.service.plugins.carobama.store.records import FrameRecord
 
@@ -65,7 +65,10 @@ def is_outage(error: BaseException) -> bool:
     "this operation is bad"."""
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, OperationalError | InterfaceError | ConnectionError | TimeoutError)
+    if isinstance(error, InterfaceError):
+        # psycopg: "the connection is closed"; sqlite3 uses it for values it cannot bind.
+        return type(error.orig).__module__.split(".")[0] != "sqlite3"
+    return isinstance(error, OperationalError | ConnectionError | TimeoutError)
 
 
 def _one_line(error: BaseException) -> str:
@@ -354,8 +357,7 @@ class StoreWriter:
             if is_outage(error) or isinstance(error, OSError):
                 self._outage(error)
                 return False
-            if not isinstance(error, SQLAlchemyError | MissingReference):
-                raise
+            # A value the database refuses, or a bug: find the culprits one by one.
             if not self._write_one_by_one(rows, frames):
                 return False
         else:
@@ -390,9 +392,9 @@ class StoreWriter:
                     try:
                         with conn.begin_nested():
                             applier.apply(conn, op)
-                    except (SQLAlchemyError, MissingReference) as error:
+                    except Exception as error:
                         applier.rollback(mark)
-                        if is_outage(error):
+                        if is_outage(error) or isinstance(error, OSError):
                             raise
                         self._bad(op, error)
                 for frame in frames:
@@ -400,9 +402,9 @@ class StoreWriter:
                     try:
                         with conn.begin_nested():
                             applier.frames(conn, [frame])
-                    except (SQLAlchemyError, MissingReference) as error:
+                    except Exception as error:
                         applier.rollback(mark)
-                        if is_outage(error):
+                        if is_outage(error) or isinstance(error, OSError):
                             raise
                         self._bad(frame, error)
         except Exception as error:
@@ -410,7 +412,7 @@ class StoreWriter:
             if is_outage(error) or isinstance(error, OSError):
                 self._outage(error)
                 return False
-            raise
+            raise  # the transaction itself failed without an outage: a bug, stop loudly
         applier.commit()
         return True
 
