@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from livetiming.service.plugins.carobama.model import Entry, EventKind, FeedEvent, Lap, TimingModel
@@ -103,6 +103,23 @@ def test_the_migrations_create_exactly_the_tables_the_code_uses(store_url):
         names = set(inspect(conn).get_table_names())
     assert names == set(TABLES) | {s.VERSION_TABLE}
     engine.dispose()
+
+
+def test_a_database_from_a_newer_version_disables_storage_and_says_why(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {s.VERSION_TABLE} SET version_num = '9999_future'"))
+    engine.dispose()
+    logs = Logs()
+    writer = StoreWriter(make_engine(url), log=logs)
+    player = Player(writer, "emperor", "run1")
+    player.play(frames_of("edge-cases"))
+    assert not writer.flush_now()
+    [disabled] = logs.having("Store disabled")
+    assert disabled[0] == "error" and "9999_future" in disabled[1]
+    assert not logs.having("unavailable")
 
 
 def test_sqlite_stores_are_in_wal_mode(tmp_path):
@@ -292,8 +309,8 @@ def test_frames_with_nul_characters_are_kept_exactly(store_url):
     model = TimingModel()
     model.session.generation, model.session.session_id = 1, "S1"
     texts = ['{"EventType":50}', "bad\x00frame", "lone \ud800"]
-    for index, text in enumerate(texts):
-        recorder.record(text, float(index), T0 + index, [], model)
+    for index, frame in enumerate(texts):
+        recorder.record(frame, float(index), T0 + index, [], model)
     assert writer.flush_now()
     engine = make_engine(store_url)
     with engine.connect() as conn:
