@@ -191,6 +191,17 @@ def test_a_session_replaced_before_it_settled_keeps_its_messages_without_a_sessi
     assert all(op.ref.generation == 3 for op in of(SessionUpsert, ops))
 
 
+def test_messages_of_a_session_not_settled_at_stop_are_kept_without_a_session():
+    h = Harness()
+    h.frame(h.new_session(1, "S1"))
+    h.frame(h.new_session(2, "S1"), FeedEvent(EventKind.CHAT, h.now, text="bye", data={"message": "bye"}))
+    before = len(h.rows)
+    h.recorder.stop(h.now)
+    kept = of(MessageRecord, h.rows[before:])
+    assert [(m.kind, m.ref) for m in kept] == [("session_change", None), ("chat", None)]
+    assert isinstance(h.rows[-1], RunEnd)
+
+
 def test_the_row_of_a_finished_session_is_frozen_when_the_feed_loses_its_identity():
     h = Harness(source="bmi")
     h.model.session.started_at = 1_708_452_000.0

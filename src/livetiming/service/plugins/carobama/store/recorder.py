@@ -208,6 +208,12 @@ class Recorder:
         gen = self._gen
         if gen is not None and gen.settled and model is not None:
             self._upsert_session(gen, model.session, at, force=True)
+        elif gen is not None:  # never settled: keep its messages, without a session
+            held, gen.held = gen.held, []
+            for build in held:
+                op = build(None)
+                if op is not None:
+                    self._rows(op)
         self._rows(RunEnd(run=self.run, ended_at=at))
 
     @property
