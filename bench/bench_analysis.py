@@ -68,18 +68,23 @@ class SyntheticRace(BaseService):
         self.flag = "green"
 
     def getName(self):
+        """Series name."""
         return "Synthetic Endurance"
 
     def getDefaultDescription(self):
+        """Session name."""
         return "2 hours"
 
     def getColumnSpec(self):
+        """The columns of a typical endurance timing screen."""
         return COLUMNS
 
     def getPollInterval(self):
+        """One update a second."""
         return 1
 
     def getRaceState(self):
+        """The race at ``self.elapsed`` seconds (advanced by the caller)."""
         now = self.elapsed
         minutes = now / 60
         self.flag = ("yellow" if 30 <= minutes < 32 or 75 <= minutes < 76 else
@@ -131,11 +136,14 @@ class SyntheticRace(BaseService):
 
 
 class Sink:
+    """A publisher that drops everything (timing only)."""
+
     def publish(self, topic, message, retain=False):
-        pass
+        """Drop the message."""
 
 
 def make_service(argv: list[str], cars: int) -> SyntheticRace:
+    """A synthetic race service on a task.Clock with the given framework options."""
     args, extra = parse_args(["synthetic", "--uuid", "bench", *argv])
     service = SyntheticRace(args, extra, cars=cars)
     service.clock = task.Clock()
@@ -162,6 +170,7 @@ class Precomputed(SyntheticRace):
     states: list[dict] = []
 
     def getRaceState(self):
+        """The precomputed state of this second."""
         return self.states[int(self.elapsed)]
 
 
@@ -198,6 +207,7 @@ def time_update_cycle(scratch: Path, seconds: int, cars: int, argv: list[str]) -
 
 
 def time_cli(recording: Path, runs: int) -> list[float]:
+    """Wall-clock seconds of ``livetiming-analysis`` runs as separate processes."""
     times = []
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(runs):
@@ -209,6 +219,7 @@ def time_cli(recording: Path, runs: int) -> list[float]:
 
 
 def machine() -> str:
+    """CPU model, CPU count and Python version of this machine."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -222,6 +233,7 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Generate, time, print and append to docs/BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=7200, help="race length (default 7200)")
     parser.add_argument("--cars", type=int, default=30)

@@ -26,6 +26,7 @@ class StateSink:
         self.messages: list[tuple[float, str, dict, bool]] = []
 
     def publish(self, topic, message, retain=False):
+        """Keep a published message (states decompressed), with the clock time."""
         now = self.clock.seconds()
         if topic.startswith("livetiming.service."):
             self.states.append((now, decompress_state(message["payload"])))
@@ -55,24 +56,31 @@ class Scripted(BaseService):
         self.columns = list(COLUMNS)
 
     def getName(self):
+        """Series name."""
         return "Scripted Series"
 
     def getDefaultDescription(self):
+        """Session name."""
         return "Scripted session"
 
     def getColumnSpec(self):
+        """The columns the test set (``COLUMNS`` by default)."""
         return self.columns
 
     def getPollInterval(self):
+        """One second."""
         return 1
 
     def getVersion(self):
+        """Plugin version."""
         return "1.0"
 
     def getExtraMessageGenerators(self):
+        """Race-control texts appended to ``self.rc`` become messages."""
         return [RaceControlMessage(self.rc)]
 
     def getRaceState(self):
+        """A copy of the table and session the test set."""
         return {"cars": copy.deepcopy(self.cars), "session": copy.deepcopy(self.session)}
 
     # ----- test helpers -----------------------------------------------------------------

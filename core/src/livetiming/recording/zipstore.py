@@ -68,15 +68,19 @@ class PrefixFile(io.RawIOBase):
         self._pos = 0
 
     def readable(self) -> bool:
+        """Always True."""
         return True
 
     def seekable(self) -> bool:
+        """Always True."""
         return True
 
     def tell(self) -> int:
+        """The current position."""
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move within the first ``size`` bytes (positions beyond read as end of file)."""
         if whence == io.SEEK_SET:
             position = offset
         elif whence == io.SEEK_CUR:
@@ -89,6 +93,7 @@ class PrefixFile(io.RawIOBase):
         return position
 
     def readinto(self, buffer) -> int:
+        """Read into ``buffer``, never past ``size``."""
         count = min(len(buffer), self._size - self._pos)
         if count <= 0:
             return 0
@@ -99,6 +104,7 @@ class PrefixFile(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
+        """Close the underlying file."""
         if not self.closed:
             self._file.close()
         super().close()
