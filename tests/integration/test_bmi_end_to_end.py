@@ -92,8 +92,8 @@ def differences(state: dict, manifest: dict, truth: dict) -> list:
 class Run:
     """A replay of a (cut) capture and the service reading it, with the client watching."""
 
-    def __init__(self, capture: Path, service_env: dict, *service_args: str):
-        self.replay = Replay(capture, "--speed", "0")
+    def __init__(self, capture: Path, service_env: dict, *service_args: str, speed: str = "0"):
+        self.replay = Replay(capture, "--speed", speed)
         self.service = ServiceProcess("carobama", "--source", "bmi", "--url", self.replay.url,
                                       "--publish-interval", "0.2", *service_args, env=service_env)
         self.client = StandaloneClient(self.service.url)

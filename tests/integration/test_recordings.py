@@ -298,3 +298,59 @@ def test_the_web_replay_zip_reader_reads_appended_recordings(tmp_path, monkeypat
     assert sorted(states) == sorted(published)
     for second, state in published.items():
         assert states[second] == state, second
+
+
+def test_each_new_bmi_heat_starts_a_new_recording_file_and_a_new_analysis(service_env, tmp_path,
+                                                                          monkeypatch):
+    """Three heats back to back: ``heats.zip``, ``heats-2.zip``, ``heats-3.zip``, each with its own
+    manifest and only its own heat; the live analysis at the end holds only the last heat."""
+    from tests.integration.test_bmi_end_to_end import Run, checkpoint
+
+    path = tmp_path / "heats.zip"
+    truth = checkpoint("bmi-sequence", "2:42 - Consistency challenge:finished")
+    run = Run(CAPTURES / "bmi-sequence.jsonl", service_env, "--uuid", "caroheats", "-r", str(path),
+              speed="40")  # about 20 s: every heat spans several recorded seconds
+    try:
+        run.wait_for(truth, timeout=60)
+        assert run.service.stop() == 0
+    finally:
+        run.stop()
+    files = [path, tmp_path / "heats-2.zip", tmp_path / "heats-3.zip"]
+    assert sorted(tmp_path.glob("heats*.zip")) == sorted(files)
+    descriptions = []
+    for file in files:
+        recording = check_readable(file)
+        descriptions.append(recording.manifest["description"])
+        recording.close()
+    assert "Final 5 laps" in descriptions[1] and "Consistency challenge" in descriptions[2], descriptions
+    last = RecordingFile(files[2])
+    karts = {car[0] for car in last.getStateAtTimestamp(last.seconds[-1])["cars"]}
+    assert karts == {car["kart"] for car in truth["cars"]}
+    last.close()
+    monkeypatch.setenv("LIVETIMING_ANALYSIS_DIR", service_env["LIVETIMING_ANALYSIS_DIR"])
+    live = Analyser("caroheats", None, persist=True)
+    assert set(live.get_current_state()["static"]) == karts
+
+
+def test_an_emperor_session_change_starts_a_new_recording_file(service_env, tmp_path):
+    """Qualifying, race, then practice on another track: three files, each with its own session."""
+    path = tmp_path / "weekend.zip"
+    replay = Replay(CAPTURES / "session-change-v1.jsonl", "--speed", "15")
+    service = ServiceProcess("carobama", "--url", replay.url, "--publish-interval", "0.2",
+                             "--uuid", "caroweekend", "-r", str(path), env=service_env)
+    try:
+        client = StandaloneClient(service.url)
+        wait_for_truth(client, service.uuid, truth_of("session-change-v1"), timeout=60)
+        client.close()
+        assert service.stop() == 0
+    finally:
+        service.stop()
+        replay.stop()
+    files = [path, tmp_path / "weekend-2.zip", tmp_path / "weekend-3.zip"]
+    assert sorted(tmp_path.glob("weekend*.zip")) == sorted(files)
+    descriptions = []
+    for file in files:
+        recording = check_readable(file)
+        descriptions.append(recording.manifest["description"])
+        recording.close()
+    assert "Race" in descriptions[1] and "Practice" in descriptions[2], descriptions

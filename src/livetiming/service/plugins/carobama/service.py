@@ -192,8 +192,11 @@ class Service(DuePublisher, BaseService):
                     self._bad_frames.report(now, event.text)
                 else:
                     self.log.debug("Ignored upstream event: {text}", text=event.text)
-        if any(event.kind == EventKind.SESSION_CHANGE for event in events):
+        changes = [event for event in events if event.kind == EventKind.SESSION_CHANGE]
+        if changes:
             set_log_context(session=self.feed.model.session.name)
+            if any(not event.data.get("initial") for event in changes):
+                self._begin_new_session()
         self._queued_messages.extend(ctd.messages(events))
         if self.store is not None:
             self.store.record(text, t, now, events, self.feed.model)
@@ -203,6 +206,12 @@ class Service(DuePublisher, BaseService):
             except Exception:
                 self.log.failure("A feed listener failed")
         self.set_due_publish()
+
+    def _begin_new_session(self) -> None:
+        """A new session or heat upstream: analysis and recording start again (where the framework can)."""
+        start_new_session = getattr(self, "start_new_session", None)
+        if start_new_session is not None:
+            start_new_session()
 
     def _on_status(self, status: dict) -> None:
         previous = self.upstream_status.get("state")
