@@ -1714,3 +1714,27 @@ def test_fuzz_mutated_real_frames_never_raise(rnd, rate):
     assert all(len(row) == len(spec) for row in ctd.cars(model, spec))
     ctd.session(model, now=T0 + 10_000)
     ctd.description(model)
+
+
+def test_pit_events_say_whether_the_pit_state_was_reported_or_inferred():
+    """v2x captures report IsInPits (inferred false); v1 captures have it inferred (true)."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from livetiming.service.plugins.carobama.feeds.emperor import EmperorFeed
+    from livetiming.service.plugins.carobama.model import EventKind
+
+    captures = _Path(__file__).resolve().parents[1] / "fixtures" / "captures"
+    seen = {}
+    for name in ("race-v2x", "practice-v1"):
+        feed = EmperorFeed()
+        flags = set()
+        for line in (captures / f"{name}.jsonl").read_text().splitlines():
+            record = _json.loads(line)
+            if "data" not in record:
+                continue
+            for event in feed.receive(record["data"], record["t"]):
+                if event.kind in (EventKind.PIT_IN, EventKind.PIT_OUT):
+                    flags.add(event.data["inferred"])
+        seen[name] = flags
+    assert seen == {"race-v2x": {False}, "practice-v1": {True}}

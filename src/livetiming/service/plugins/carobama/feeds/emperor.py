@@ -138,10 +138,11 @@ from the first snapshot seen of a session), ``personal_best``, ``session_best``,
 ``team``; a chat is linked to a car by the sender's GUID only, as admin broadcasts use CarID 0),
 ``collision`` (``data``: ``with`` "car"/"environment", ``speed`` km/h, ``other_car``,
 ``world_pos``, ``team``), ``join``, ``leave``, ``loaded``, ``driver_change`` (``data``: ``old``,
-``new``), ``pit_in``, ``pit_out``, ``tyre_change`` (compound names that only flip between short and
-long forms, "M"/"Medium", §8.2, are not changes), ``session_change`` (``data``: ``name``,
-``type``, ``track``, ``layout``, ``looped``, ``initial``, ``generation``), ``server_restart``,
-``flag``, ``bad_frame`` and ``unknown_event``.
+``new``), ``pit_in`` and ``pit_out`` (``data``: ``tyre``, ``lap``, ``inferred``: true when judged
+by the rules above rather than reported by the manager), ``tyre_change`` (compound names that
+only flip between short and long forms, "M"/"Medium", §8.2, are not changes),
+``session_change`` (``data``: ``name``, ``type``, ``track``, ``layout``, ``looped``, ``initial``,
+``generation``), ``server_restart``, ``flag``, ``bad_frame`` and ``unknown_event``.
 
 Performance: a ``53`` costs one ``json.loads``, two dict look-ups and a few float operations;
 derived values (order, bests, states) are only recomputed on ``200`` frames and on the events that
@@ -1503,6 +1504,7 @@ class EmperorFeed:
                     f"{self._label(car)} in the pits",
                     tyre=entry.tyre,
                     lap=len(entry.laps),
+                    inferred=not car.pits_reported,
                 )
             )
         else:
@@ -1516,6 +1518,7 @@ class EmperorFeed:
                     f"{self._label(car)} left the pits",
                     tyre=entry.tyre,
                     lap=len(entry.laps),
+                    inferred=not car.pits_reported,
                 )
             )
         entry.state = self._state(car)
