@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv crossbar js run test lint router clean
+.PHONY: venv crossbar js run test soak lint router clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,10 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 
 test: venv crossbar js
 	CROSSBAR=$(CROSSBAR_VENV)/bin/crossbar $(PY) -m pytest $(PYTEST_ARGS)
+
+# The long forms of the fault-injection suite (tests/faults, docs/RELIABILITY.md).
+soak: venv crossbar js
+	CROSSBAR=$(CROSSBAR_VENV)/bin/crossbar $(PY) -m pytest tests/faults --soak -p no:cacheprovider $(PYTEST_ARGS)
 
 router: crossbar
 	@test -n "$$LIVETIMING_SHARED_SECRET" || { echo "make router: set LIVETIMING_SHARED_SECRET first" >&2; exit 2; }
