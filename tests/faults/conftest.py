@@ -2,8 +2,8 @@
 
 ``make test`` runs the short forms; ``make soak`` passes ``--soak`` for the long ones. Each test
 reports its measured figures through the ``figures`` fixture; they are written, one JSON file per
-test, to ``$CAROBAMA_RELIABILITY_DIR`` (default ``.run/reliability``) so ``tests/faults/report.py``
-can put the latest figures into docs/RELIABILITY.md.
+test, to ``$CAROBAMA_RELIABILITY_DIR`` (default ``.run/reliability``); docs/RELIABILITY.md quotes
+them with the run they came from.
 """
 
 from __future__ import annotations
