@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from livetiming.service.lzstring_utf16 import compress_to_utf16, decompress_from_utf16
 from tests.support.processes import REPO
+from tests.unit.lzstring_reference import reference_compress_to_utf16
 
 JS = REPO / "tests" / "js"
 
@@ -66,3 +67,43 @@ def test_round_trip_of_any_text(text):
 def test_empty_input():
     assert compress_to_utf16("") == ""
     assert decompress_from_utf16("") is None
+
+
+# The fast codec against the previous implementation (tests/unit/lzstring_reference.py) and the
+# PyPI port: the payload clients decode must not change by a single character.
+
+JSON_ALPHABET = st.sampled_from(list('{}[]",:0123456789.-abcdefgRUNPIT ') + ["\\u00e9", "\\ud83c"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=600))
+def test_identical_to_the_reference_for_any_text(text):
+    assert compress_to_utf16(text) == reference_compress_to_utf16(text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(JSON_ALPHABET, min_size=1, max_size=3000).map("".join))
+def test_identical_to_the_reference_and_the_port_for_json_like_text(text):
+    expected = reference_compress_to_utf16(text)
+    assert compress_to_utf16(text) == expected
+    assert lzstring.LZString().compressToUTF16(text) == expected
+
+
+def test_identical_when_codes_are_wider_than_16_bits():
+    rng = random.Random(8)
+    text = "".join(chr(rng.randrange(0x4E00, 0x4E40)) for _ in range(150_000))
+    assert compress_to_utf16(text) == reference_compress_to_utf16(text)
+
+
+def test_identical_for_framework_states():
+    from livetiming.service.compression import state_json
+
+    rng = random.Random(5)
+    for cars in (1, 10, 40, 80):
+        state = {"cars": [[str(i), rng.choice(["RUN", "PIT"]), f"Driver {i} \u00e9", i,
+                           [rng.uniform(80, 100), rng.choice(["", "pb", "sb-new"])]]
+                          for i in range(cars)],
+                 "session": {"flagState": "green", "timeElapsed": cars}, "messages": [],
+                 "highlight": []}
+        text = state_json(state)
+        assert compress_to_utf16(text) == reference_compress_to_utf16(text)

@@ -1,13 +1,15 @@
 """LZString ``compressToUTF16`` and ``decompressFromUTF16``, output-identical to JavaScript's lz-string 1.5.
 
 Timing71 clients decode state payloads with the JavaScript library, so the
-output must match it exactly. The published Python port works bit by bit in
-interpreted code and costs about 13 ms for a 40-car state; this version keeps
-the same algorithm (LZW-style phrase dictionary, variable-width codes written
-least-significant bit first, 15 bits per output character offset by 32) but
-packs each code with integer arithmetic in one step, which makes it several
-times faster. ``tests/unit/test_lzstring_utf16.py`` checks it against the
-JavaScript library on random and real inputs.
+output must match it exactly. The algorithm is the library's (LZW-style phrase
+dictionary, variable-width codes written least-significant bit first, 15 bits
+per output character offset by 32); the compressor is arranged for CPython:
+phrases are integer keys (one integer lookup per input character), each code
+written is a precomputed bit string, and the bits become characters with a
+few whole-integer operations at the end. That makes a 40-car state about 1 ms
+(the published Python port: about 13 ms). ``tests/unit/test_lzstring_utf16.py``
+checks it against the JavaScript library, the PyPI port and the previous,
+simpler implementation (``tests/unit/lzstring_reference.py``).
 """
 
 from __future__ import annotations
@@ -15,134 +17,152 @@ from __future__ import annotations
 from array import array
 
 _BITS_PER_CHAR = 15
-_CHAR_MASK = (1 << _BITS_PER_CHAR) - 1
 
 
-def _reverse_table(width: int) -> list[int]:
-    table = [0] * (1 << width)
-    for value in range(1 << width):
-        result = 0
-        for bit in range(width):
-            if value >> bit & 1:
-                result |= 1 << (width - 1 - bit)
-        table[value] = result
+class _WideCodes(dict):
+    """Bit strings of codes wider than 16 bits, made on demand (only huge inputs need them)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def __missing__(self, value: int) -> str:
+        bits = self[value] = format(value, f"0{self.width}b")[::-1]
+        return bits
+
+
+_CODE_TABLES: dict[int, list[str] | _WideCodes] = {}
+
+
+def _code_table(width: int) -> list[str] | _WideCodes:
+    """Each ``width``-bit value as the '0'/'1' string LZString writes for it (least significant first)."""
+    table = _CODE_TABLES.get(width)
+    if table is None:
+        if width <= 16:
+            table = [format(value, f"0{width}b")[::-1] for value in range(1 << width)]
+        else:
+            table = _WideCodes(width)
+        _CODE_TABLES[width] = table
     return table
 
 
-_REV16 = _reverse_table(16)
+_CHAR8 = _code_table(8)
 
 
-def _reversed_bits(value: int, width: int) -> int:
-    """``value``'s lowest ``width`` bits in reverse order (the stream order LZString uses)."""
-    if width <= 16:
-        return _REV16[value] >> (16 - width)
-    return int(format(value, f"0{width}b")[::-1], 2)
+def _code_units(text: str) -> bytes | array:
+    """``text`` as the integers JavaScript sees: bytes for ASCII, else its UTF-16 code units."""
+    if text.isascii():
+        return text.encode("ascii")
+    return array("H", text.encode("utf-16-le", "surrogatepass"))
+
+
+def _literal(unit: int, table: list[str] | _WideCodes) -> str:
+    """The bits introducing a new character: marker 0 and 8 bits, or marker 1 and 16 bits."""
+    if unit < 256:
+        return table[0] + _CHAR8[unit]
+    return table[1] + _code_table(16)[unit]
+
+
+#: Within a 128-bit block of eight 15-bit characters, the characters that move left by 4, 2
+#: and 1 bits (index bit 2, 1, 0 set; positions after the earlier moves) to reach 16-bit lanes.
+_SPREAD_STEPS = tuple(
+    (shift, sum(((1 << 15) - 1) << (15 * j + (j & ~(2 * shift - 1))) for j in range(8) if j & shift)
+     .to_bytes(16, "big"))
+    for shift in (4, 2, 1)
+)
+
+
+def _pack_utf16(bits: str) -> str:
+    """The bit string as compressToUTF16 characters: 15 bits each plus 32, the last one zero-padded.
+
+    The stream is read as one integer and its 15-bit characters are spread into 16-bit lanes
+    with whole-integer operations: eight characters (15 bytes) make a 16-byte block, then
+    three masked shifts move the characters within every block at once. Adding 32 to every
+    lane at once cannot carry (a lane holds at most 0x7fff).
+    """
+    count = len(bits) // _BITS_PER_CHAR + 1  # JavaScript always emits a final, padded character
+    blocks = -(-count // 8)
+    value = int(bits.ljust(count * _BITS_PER_CHAR, "0"), 2)
+    packed = value.to_bytes(15 * blocks, "big")
+    value = int.from_bytes(b"".join([b"\0" + packed[i:i + 15] for i in range(0, 15 * blocks, 15)]),
+                           "big")
+    for shift, pattern in _SPREAD_STEPS:
+        mask = int.from_bytes(pattern * blocks, "big")
+        moving = value & mask
+        value = (value ^ moving) | moving << shift
+    value += int.from_bytes(b"\x00\x20" * (8 * blocks), "big")
+    return value.to_bytes(16 * blocks, "big")[2 * (8 * blocks - count):].decode("utf-16-be")
 
 
 def compress_to_utf16(text: str) -> str:
-    """Compress ``text`` exactly as JavaScript ``LZString.compressToUTF16`` does."""
+    """Compress ``text`` exactly as JavaScript ``LZString.compressToUTF16`` does.
+
+    Phrases are integers, not strings: a single character's key is its code unit and the
+    phrase "``w`` followed by ``c``" is keyed ``code(w) << 16 | c`` (never below ``3 << 16``,
+    so the two kinds cannot collide). Extending the current phrase by one character, the
+    step taken for most of the input, is then one integer hash lookup. Each code written is
+    one precomputed bit string appended to a list; the bits become characters in one go at
+    the end (``_pack_utf16``).
+    """
     if not text:
         return ""
-    if max(text) > "\uffff":
-        # JavaScript strings are UTF-16: characters outside the BMP are two code units.
-        units = array("H", text.encode("utf-16-le", "surrogatepass"))
-        text = "".join(map(chr, units))
-    out: list[str] = []
-    acc = 0  # pending bits, most significant first
-    nbits = 0
-    dictionary: dict[str, int] = {}
-    to_create: set[str] = set()
-    dict_size = 3
-    num_bits = 2
-    enlarge_in = 2
-    rev = _REV16
-
-    def emit_phrase(phrase: str) -> None:
-        nonlocal acc, nbits, enlarge_in, num_bits
-        if phrase in to_create:
-            code = ord(phrase[0])
-            if code < 256:
-                # marker 0 in num_bits bits, then the 8-bit character
-                acc = (acc << (num_bits + 8)) | rev[code] >> 8
-            else:
-                acc = (acc << num_bits | _reversed_bits(1, num_bits)) << 16 | rev[code]
-                nbits += 8
-            nbits += num_bits + 8
-            enlarge_in -= 1
-            if enlarge_in == 0:
-                enlarge_in = 1 << num_bits
-                num_bits += 1
-            to_create.discard(phrase)
-        else:
-            value = dictionary[phrase]
-            if num_bits <= 16:
-                acc = acc << num_bits | rev[value] >> (16 - num_bits)
-            else:
-                acc = acc << num_bits | _reversed_bits(value, num_bits)
-            nbits += num_bits
-        enlarge_in -= 1
-        if enlarge_in == 0:
-            enlarge_in = 1 << num_bits
-            num_bits += 1
-
-    # First character: always new, becomes the current phrase.
-    w = text[0]
-    dictionary[w] = dict_size
-    dict_size += 1
-    to_create.add(w)
-    for c in text[1:]:
-        wc = w + c
-        if wc in dictionary:  # the common case: the phrase keeps growing
-            w = wc
+    units = iter(_code_units(text))
+    first = next(units)
+    # Values are codes shifted left by 16, so a phrase's key is ``w | c``.
+    dictionary: dict[int, int] = {first: 3 << 16}
+    lookup = dictionary.get
+    parts: list[str] = []
+    append = parts.append
+    next_code, num_bits, enlarge_in = 4 << 16, 2, 2  # the next dictionary code, shifted
+    table = _code_table(num_bits)
+    # The current phrase: its shifted code, its character when it is a single one, and whether
+    # that character is new (a new character is written out as a literal, then by its code; it
+    # cannot be extended before it is written, as no phrase starts with it yet).
+    w, w_unit, fresh = 3 << 16, first, True
+    for c in units:
+        key = w | c
+        extended = lookup(key)
+        if extended:  # the common case: the phrase keeps growing
+            w = extended
             continue
-        if c not in dictionary:
-            dictionary[c] = dict_size
-            dict_size += 1
-            to_create.add(c)
-        # emit w (inlined emit_phrase for speed; keep the two in step)
-        if w in to_create:
-            code = ord(w[0])
-            if code < 256:
-                acc = (acc << (num_bits + 8)) | rev[code] >> 8
-                nbits += num_bits + 8
-            else:
-                acc = (acc << num_bits | _reversed_bits(1, num_bits)) << 16 | rev[code]
-                nbits += num_bits + 16
+        if fresh:
+            append(_literal(w_unit, table))
             enlarge_in -= 1
             if enlarge_in == 0:
                 enlarge_in = 1 << num_bits
                 num_bits += 1
-            to_create.discard(w)
-        elif num_bits <= 16:
-            acc = acc << num_bits | rev[dictionary[w]] >> (16 - num_bits)
-            nbits += num_bits
+                table = _code_table(num_bits)
         else:
-            acc = acc << num_bits | _reversed_bits(dictionary[w], num_bits)
-            nbits += num_bits
+            append(table[w >> 16])
         enlarge_in -= 1
         if enlarge_in == 0:
             enlarge_in = 1 << num_bits
             num_bits += 1
-        while nbits >= _BITS_PER_CHAR:
-            nbits -= _BITS_PER_CHAR
-            out.append(chr((acc >> nbits & _CHAR_MASK) + 32))
-        acc &= (1 << nbits) - 1
-        dictionary[wc] = dict_size
-        dict_size += 1
-        w = c
+            table = _code_table(num_bits)
+        w = lookup(c)
+        fresh = w is None
+        if fresh:
+            w = dictionary[c] = next_code
+            next_code += 0x10000
+            w_unit = c
+        dictionary[key] = next_code
+        next_code += 0x10000
 
-    if w:
-        emit_phrase(w)
-    # end-of-stream marker: value 2 in num_bits bits
-    acc = acc << num_bits | _reversed_bits(2, num_bits)
-    nbits += num_bits
-    while nbits >= _BITS_PER_CHAR:
-        nbits -= _BITS_PER_CHAR
-        out.append(chr((acc >> nbits & _CHAR_MASK) + 32))
-    acc &= (1 << nbits) - 1
-    # The JavaScript flush always emits one more character, zero-padded.
-    out.append(chr((acc << (_BITS_PER_CHAR - nbits) & _CHAR_MASK) + 32))
-    return "".join(out) + " "
+    if fresh:
+        append(_literal(w_unit, table))
+        enlarge_in -= 1
+        if enlarge_in == 0:
+            enlarge_in = 1 << num_bits
+            num_bits += 1
+            table = _code_table(num_bits)
+    else:
+        append(table[w >> 16])
+    enlarge_in -= 1
+    if enlarge_in == 0:
+        num_bits += 1
+        table = _code_table(num_bits)
+    append(table[2])  # end of stream
+    return _pack_utf16("".join(parts)) + " "
 
 
 def _join_code_units(parts: list[str]) -> str:
