@@ -91,6 +91,7 @@ def test_update_generates_messages_highlight_and_saves_state(state_dir):
     assert "Car #2 under investigation" in texts
     assert sorted(service.state["highlight"]) == ["1", "2", "2"]
     assert all(m[0] == 1_700_000_003 for m in service.state["messages"])
+    service.clock.advance(1)  # the state file is written on the clock, within a second
     saved = json.loads((state_dir / f"{service.uuid}.json").read_text())
     assert saved == service.state
     topic, message, retain = sink.on("livetiming.service.")[-1]
@@ -125,6 +126,75 @@ def test_no_write_state_writes_nothing(state_dir):
     service, _sink = make(Plugin, "--no-write-state")
     service._updateAndPublishRaceState()
     assert not state_dir.exists() or not list(state_dir.iterdir())
+
+
+class CountingWrites:
+    """Counts state file writes (``state_store.write_text_atomically``) and keeps the texts."""
+
+    def __init__(self, monkeypatch):
+        from livetiming.service import state_store
+
+        self.texts: list[str] = []
+        real = state_store.write_text_atomically
+
+        def write(path, text):
+            self.texts.append(text)
+            real(path, text)
+
+        monkeypatch.setattr(state_store, "write_text_atomically", write)
+
+
+def test_state_file_is_written_at_most_once_a_second_with_the_newest_state(state_dir, monkeypatch):
+    writes = CountingWrites(monkeypatch)
+    service, _sink = make()
+    for step in range(10):  # five updates a second for two seconds
+        service.cars[0][3] = step
+        service._updateAndPublishRaceState()
+        service.clock.advance(0.2)
+    assert 2 <= len(writes.texts) <= 3
+    service.clock.advance(1)
+    saved = state_dir / f"{service.uuid}.json"
+    assert json.loads(saved.read_text()) == service.state
+    assert service.state["cars"][0][3] == 9
+    count = len(writes.texts)
+    service.clock.advance(5)  # nothing changed: nothing written
+    assert len(writes.texts) == count
+
+
+def test_state_file_text_is_the_compact_ascii_json_of_the_state(state_dir):
+    service, _sink = make()
+    service.cars[0][2] = "Zo\u00eb \U0001F3CE"
+    service._updateAndPublishRaceState()
+    service.clock.advance(0)
+    text = (state_dir / f"{service.uuid}.json").read_text(encoding="utf-8")
+    assert text == json.dumps(service.state, separators=(",", ":"), allow_nan=False)
+    assert text.isascii()
+
+
+def test_shutdown_writes_the_state_not_written_yet(state_dir):
+    service, _sink = make()
+    service._updateAndPublishRaceState()
+    service.clock.advance(0.1)
+    service.flag = "red"
+    service._updateAndPublishRaceState()  # within the second: its write is still pending
+    saved = state_dir / f"{service.uuid}.json"
+    assert json.loads(saved.read_text())["session"]["flagState"] == "green"
+    service.shutdown()
+    assert json.loads(saved.read_text()) == service.state
+    assert service.state["session"]["flagState"] == "red"
+    assert not service.clock.getDelayedCalls()
+
+
+def test_state_that_is_not_json_is_still_saved_with_str(state_dir):
+    import datetime
+
+    service, sink = make()
+    service.cars[0][3] = datetime.date(2026, 11, 22)
+    service._updateAndPublishRaceState()
+    service.clock.advance(0)
+    assert sink.on("livetiming.service.") == []  # not published: clients could not read it
+    saved = json.loads((state_dir / f"{service.uuid}.json").read_text())
+    assert saved["cars"][0][3] == "2026-11-22"
 
 
 def test_failing_plugin_keeps_previous_state_and_keeps_running():

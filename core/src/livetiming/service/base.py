@@ -228,8 +228,9 @@ class BaseService(AbstractService):
     Every update: ``getRaceState()``; the built-in and extra message
     generators compare it with the previous state; new messages are
     prepended (100 kept); ``highlight`` lists the cars they name; the state
-    is saved to ``$LIVETIMING_STATE_DIR/<uuid>.json`` (unless
-    ``--no-write-state``), handed to analysis and the recorder, and published.
+    is handed to analysis and the recorder, and published. The state file
+    ``$LIVETIMING_STATE_DIR/<uuid>.json`` (unless ``--no-write-state``) is
+    written on a timer, at most once a second, and on ``shutdown()``.
     """
 
     def __init__(self, args: Namespace | None = None, extra_args: list[str] | None = None):
@@ -240,10 +241,11 @@ class BaseService(AbstractService):
         self._compressor = StateCompressor()
         self._message_generators: list[TimingMessage] | None = None
         self._poll_loop: task.LoopingCall | None = None
-        self._state_file = None
+        self._state_file: state_store.ThrottledStateFile | None = None
         self._recorded_colspec: list | None = None
         if not getattr(self.args, "no_write_state", False):
-            self._state_file = os.path.join(state_store.state_dir(), f"{self.uuid}.json")
+            self._state_file = state_store.ThrottledStateFile(
+                os.path.join(state_store.state_dir(), f"{self.uuid}.json"), self._stateFileText)
         self.recorder = self._createRecorder()
 
     @property
@@ -381,12 +383,16 @@ class BaseService(AbstractService):
         return initial_state()
 
     def _saveState(self) -> None:
-        if self._state_file is None:
-            return
+        """Have the state file written soon (at most once a second, on ``self.clock``)."""
+        if self._state_file is not None:
+            self._state_file.changed(self.clock)
+
+    def _stateFileText(self) -> str:
+        """The state file's JSON: the text compressed for publishing when it is of this state."""
         try:
-            state_store.write_json_atomically(self._state_file, self.state)
-        except (OSError, ValueError, TypeError) as error:
-            self.log.warn("Could not save state to {path}: {error}", path=self._state_file, error=error)
+            return self._compressor.json_of(self.state)
+        except TypeError:  # objects JSON does not know: written as their str()
+            return state_store.json_text(self.state)
 
     # ----- update cycle ----------------------------------------------------------
 
@@ -518,6 +524,8 @@ class BaseService(AbstractService):
     def shutdown(self) -> None:
         """Stop updating and flush what must not be lost (called when the reactor stops)."""
         self._stopUpdates()
+        if self._state_file is not None:
+            self._state_file.flush()
         if self.recorder is not None:
             try:
                 self.recorder.close()

@@ -1,12 +1,25 @@
-"""Saving and resuming a service's state as JSON, crash-safely."""
+"""Saving and resuming a service's state as JSON, crash-safely.
+
+The state file is for resuming (``-s``), not for clients, so it is written at
+most once a second on the reactor clock (``ThrottledStateFile``) rather than
+inside every update; shutdown writes the last state. A process killed
+outright loses at most the last second.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from twisted.logger import Logger
+
+#: Seconds between state file writes at most.
+STATE_FILE_INTERVAL = 1.0
+log = Logger()
 
 
 def state_dir() -> Path:
@@ -17,16 +30,29 @@ def state_dir() -> Path:
 
 
 def write_json_atomically(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as JSON so that a crash leaves either the old or the new file.
+    """Write ``data`` as compact JSON so that a crash leaves either the old or the new file.
 
-    The JSON goes to a temporary file in the same folder which then replaces
+    Objects JSON does not know are written as their ``str()``.
+    """
+    write_text_atomically(path, json_text(data))
+
+
+def json_text(data: Any) -> str:
+    """Compact JSON for a state file; objects JSON does not know become their ``str()``."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) so that a crash leaves either the old or the new file.
+
+    The text goes to a temporary file in the same folder which then replaces
     the target in one rename.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, separators=(",", ":"), allow_nan=False, default=str)
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -48,3 +74,48 @@ def load_state(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"initial state file {path} does not hold a state object")
     return state
+
+
+class ThrottledStateFile:
+    """A state file written soon after each change, but at most once per ``interval`` seconds.
+
+    ``changed(clock)`` marks the state changed and schedules a write on that
+    clock (now if the last write is ``interval`` seconds old, else when it
+    will be); ``flush()`` writes at once if anything is unwritten (shutdown).
+    ``render()`` gives the text to write when the write happens, so bursts of
+    updates are written once, with the newest state.
+    """
+
+    def __init__(self, path: str | os.PathLike, render: Callable[[], str],
+                 interval: float = STATE_FILE_INTERVAL):
+        self.path = path
+        self.render = render
+        self.interval = interval
+        self._dirty = False
+        self._call: Any = None
+        self._clock: Any = None
+        self._written_at: float | None = None
+
+    def changed(self, clock: Any) -> None:
+        """The state changed: write it when the last write is ``interval`` seconds old."""
+        self._dirty = True
+        self._clock = clock
+        if self._call is not None and self._call.active():
+            return
+        now = clock.seconds()
+        delay = 0.0 if self._written_at is None else max(0.0, self._written_at + self.interval - now)
+        self._call = clock.callLater(delay, self.flush)
+
+    def flush(self) -> None:
+        """Write now if the state changed since the last write (also cancels a pending write)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._written_at = self._clock.seconds()
+        try:
+            write_text_atomically(self.path, self.render())
+        except (OSError, ValueError, TypeError) as error:
+            log.warn("Could not save state to {path}: {error}", path=self.path, error=error)
