@@ -13,7 +13,7 @@ import pytest
 
 from livetiming.service.compression import decompress_state
 from tests.support.processes import REPO, STANDALONE_LINE, ServiceProcess, free_port
-from tests.support.wsclient import StandaloneClient
+from tests.support.wsclient import StandaloneClient, raw_handshake
 
 PLUGIN = "legacy_example"
 
@@ -37,22 +37,8 @@ def test_announces_port_once_on_stderr_and_accepts_any_path(service):
     assert not any(STANDALONE_LINE.search(line) for line in service.stdout)
 
 
-def _raw_handshake(port: int, extra_headers: bytes = b"") -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /anything HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n" + extra_headers + b"\r\n")
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        response += chunk
-    return sock, response.split(b"\r\n\r\n")[0]
-
-
 def test_no_subprotocol_is_selected_even_when_offered(service):
-    sock, headers = _raw_handshake(service.port, b"Sec-WebSocket-Protocol: wamp.2.json\r\n")
+    sock, headers = raw_handshake(service.port, b"Sec-WebSocket-Protocol: wamp.2.json\r\n")
     sock.close()
     assert headers.startswith(b"HTTP/1.1 101")
     assert b"sec-websocket-protocol" not in headers.lower()
@@ -205,7 +191,7 @@ def test_slow_client_is_dropped_and_others_keep_receiving(service_env):
     proc = ServiceProcess(PLUGIN, "--poll", "0.02", "--cars", "400",
                           env={**service_env, "LIVETIMING_STANDALONE_MAX_STALL": "2"})
     try:
-        stalled, headers = _raw_handshake(proc.port)
+        stalled, headers = raw_handshake(proc.port)
         assert headers.startswith(b"HTTP/1.1 101")
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         healthy = StandaloneClient(proc.url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import websocket  # websocket-client
@@ -51,3 +52,28 @@ class StandaloneClient:
             self.ws.close()
         except Exception:
             pass
+
+
+def raw_handshake(port: int, extra_headers: bytes = b"", path: str = "/anything",
+                  rcvbuf: int | None = None) -> tuple[socket.socket, bytes]:
+    """Open a WebSocket on 127.0.0.1 by hand and return (socket, response head).
+
+    Nothing reads the socket afterwards unless the caller does: a client that stops reading.
+    ``rcvbuf`` shrinks the receive buffer before connecting, so the server's buffers fill quickly.
+    """
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\n".encode("ascii") +
+                 b"Host: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n" + extra_headers + b"\r\n")
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        response += chunk
+    return sock, response.split(b"\r\n\r\n")[0]
