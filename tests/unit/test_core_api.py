@@ -146,6 +146,38 @@ def test_per_car_pairs_by_number_car_and_class():
     assert seen == [(None, "2"), ("1", "1")]
 
 
+def test_built_in_generators_skip_unchanged_rows_and_custom_ones_do_not():
+    considered = []
+
+    class CountingPit(CarPitMessage):
+        def _consider(self, old, new):
+            considered.append(new[0])
+            return super()._consider(old, new)
+
+    before = {"cars": [car("1"), car("2"), car("3")]}
+    after = {"cars": [car("1"), car("2", state="PIT"), car("3", last=[89.0, "pb"])]}
+    messages = CountingPit(COLSPEC).process(before, after)
+    assert considered == ["2", "3"]
+    assert [m[2] for m in messages] == ["#2 (Alice) has entered the pits"]
+    assert FastLapMessage(COLSPEC).process(before, after)[0][2] == \
+        "#3 (Alice) set a new personal best: 1:29.000"
+
+
+def test_driver_change_ignores_a_changed_flag_on_the_same_driver():
+    generator = DriverChangeMessage(COLSPEC)
+    assert generator.process({"cars": [car(driver=["A", ""])]}, {"cars": [car(driver=["A", "pb"])]}) == []
+    changed = generator.process({"cars": [car(driver=["A", ""])]}, {"cars": [car(driver=["B", ""])]})
+    assert changed[0][2] == "#7 Driver change (A to B)"
+
+
+def test_per_car_generators_tolerate_short_rows():
+    before, after = {"cars": [["7"], []]}, {"cars": [["7", "PIT"], []]}
+    pit = CarPitMessage(COLSPEC).process(before, after)
+    assert [m[1:] for m in pit] == [["Pits", "#7 has entered the pits", "pit", "7"]]
+    assert DriverChangeMessage(COLSPEC).process(before, after) == []
+    assert FastLapMessage(COLSPEC).process(before, after) == []
+
+
 def test_watchdog_uses_the_reactor_clock():
     clock = task.Clock()
     fired = []

@@ -56,8 +56,15 @@ class PerCarMessage(TimingMessage):
     """A generator that looks at each car in turn.
 
     Cars are paired between the two states by Num, Car and Class; the car
-    number is taken from column 0.
+    number is taken from column 0. Column positions are looked up once, when
+    the generator is made. A subclass whose ``_consider`` can only report a
+    change sets ``skip_unchanged``: a car whose row equals its previous row is
+    then not considered at all (the built-in generators do; most rows of an
+    update are often unchanged).
     """
+
+    #: When True, cars whose row is unchanged are not passed to ``_consider``.
+    skip_unchanged = False
 
     def __init__(self, columnSpec: Sequence[Any]):
         self.columnSpec = list(columnSpec)
@@ -66,6 +73,8 @@ class PerCarMessage(TimingMessage):
             key = column if isinstance(column, Stat) else _as_stat(column)
             if key is not None and key not in self._indices:
                 self._indices[key] = index
+        self._car_index = self._indices.get(Stat.CAR)
+        self._class_index = self._indices.get(Stat.CLASS)
 
     def getValue(self, car: Sequence[Any] | None, stat: Stat, default: Any = None) -> Any:
         """The car's value for ``stat``, or ``default`` when absent."""
@@ -77,18 +86,20 @@ class PerCarMessage(TimingMessage):
         return car[index]
 
     def _car_key(self, car: Sequence[Any]) -> tuple:
-        return (
-            car[0] if car else None,
-            self.getValue(car, Stat.CAR),
-            self.getValue(car, Stat.CLASS),
-        )
+        return (car[0] if car else None, _at(car, self._car_index), _at(car, self._class_index))
 
     def process(self, oldState: dict, newState: dict) -> list[list]:
         """Run ``_consider(old_car, new_car)`` for every car of the new state."""
-        old_cars = {self._car_key(car): car for car in (oldState or {}).get("cars", [])}
+        car_key = self._car_key
+        old_cars = {car_key(car): car for car in (oldState or {}).get("cars", [])}
+        consider = self._consider
+        skip_unchanged = self.skip_unchanged
         messages = []
         for new_car in (newState or {}).get("cars", []):
-            message = self._consider(old_cars.get(self._car_key(new_car)), new_car)
+            old_car = old_cars.get(car_key(new_car))
+            if skip_unchanged and old_car is not None and (old_car is new_car or old_car == new_car):
+                continue
+            message = consider(old_car, new_car)
             if message:
                 messages.append(message)
         return messages
@@ -97,6 +108,13 @@ class PerCarMessage(TimingMessage):
         number = car[0] if car else "?"
         driver = _plain(self.getValue(car, Stat.DRIVER))
         return f"#{number} ({driver})" if driver else f"#{number}"
+
+
+def _at(car: Sequence[Any] | None, index: int | None) -> Any:
+    """``car[index]``, or None when there is no car, no such column or the row is shorter."""
+    if car is None or index is None or index >= len(car):
+        return None
+    return car[index]
 
 
 def _as_stat(column: Sequence[Any]) -> Stat | None:
@@ -159,10 +177,18 @@ class SlowZoneMessage(TimingMessage):
 class CarPitMessage(PerCarMessage):
     """Pit entry and exit, fuelling, retirement, stopping and resuming."""
 
+    skip_unchanged = True
+
+    def __init__(self, columnSpec: Sequence[Any]):
+        super().__init__(columnSpec)
+        self._state_index = self._indices.get(Stat.STATE)
+
     def _consider(self, oldCar, newCar):
-        old_state = self.getValue(oldCar, Stat.STATE)
-        new_state = self.getValue(newCar, Stat.STATE)
-        if oldCar is None or old_state == new_state or not new_state:
+        if oldCar is None:
+            return None
+        old_state = _at(oldCar, self._state_index)
+        new_state = _at(newCar, self._state_index)
+        if old_state == new_state or not new_state:
             return None
         if new_state == "OUT":
             what, style = "has left the pits", "out"
@@ -185,11 +211,20 @@ class CarPitMessage(PerCarMessage):
 class DriverChangeMessage(PerCarMessage):
     """A car's driver changed."""
 
+    skip_unchanged = True
+
+    def __init__(self, columnSpec: Sequence[Any]):
+        super().__init__(columnSpec)
+        self._driver_index = self._indices.get(Stat.DRIVER)
+
     def _consider(self, oldCar, newCar):
         if oldCar is None:
             return None
-        old_driver = _plain(self.getValue(oldCar, Stat.DRIVER))
-        new_driver = _plain(self.getValue(newCar, Stat.DRIVER))
+        old_driver = _at(oldCar, self._driver_index)
+        new_driver = _at(newCar, self._driver_index)
+        if old_driver == new_driver:
+            return None
+        old_driver, new_driver = _plain(old_driver), _plain(new_driver)
         if old_driver == new_driver:
             return None
         if old_driver and new_driver:
@@ -205,11 +240,17 @@ class DriverChangeMessage(PerCarMessage):
 class FastLapMessage(PerCarMessage):
     """Personal and overall best laps, from the Last column's ``[time, flag]``."""
 
+    skip_unchanged = True
+
+    def __init__(self, columnSpec: Sequence[Any]):
+        super().__init__(columnSpec)
+        self._last_index = self._indices.get(Stat.LAST_LAP)
+
     def _consider(self, oldCar, newCar):
-        new_last = self.getValue(newCar, Stat.LAST_LAP)
+        new_last = _at(newCar, self._last_index)
         if not isinstance(new_last, (list, tuple)) or len(new_last) < 2 or not new_last[0]:
             return None
-        old_last = self.getValue(oldCar, Stat.LAST_LAP)
+        old_last = _at(oldCar, self._last_index)
         if isinstance(old_last, (list, tuple)) and list(old_last) == list(new_last):
             return None
         flag = new_last[1]
