@@ -1,0 +1,277 @@
+"""Service killed (issue 9 part 4): SIGKILL at random moments, restarted with ``-s`` each time.
+
+The carobama service runs against ``carobama-replay`` playing an Emperor race capture, with state
+resume (``-s``, from the second run on), a recording (``-r``), a database (``--database``, SQLite;
+PostgreSQL too under ``--soak`` when the shared server answers) and the raw journal
+(``--capture``). A seeded RNG picks the moment of each SIGKILL. After each kill:
+
+* the database holds every lap it held after the previous kills, with the same time, and no lap
+  twice;
+* the recording reads back with ``RecordingFile`` up to its last frame, and never has fewer frames
+  than before;
+* the restarted service's first published state shows at least the laps of the state file the
+  killed one left (state resumes), and the analysis state file is loaded again with at least the
+  laps it had.
+
+The replay of each restart begins at the first frame the database did not commit (the upstream
+does not lose data; what is tested is the service's own durability, upstream resync is part 1).
+At the end the race runs to its finish: the database equals the capture's truth.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from livetiming.recording import RecordingFile
+from livetiming.service.compression import decompress_state
+from livetiming.service.plugins.carobama.capture import read_capture
+from livetiming.service.plugins.carobama.store import schema as s
+from tests.integration.test_emperor_end_to_end import Replay, column_index, value, wait_for_truth
+from tests.integration.test_store_end_to_end import lap_count, query, stop_cleanly, wait_until
+from tests.support.postgres import shared_database, shared_server_problem
+from tests.support.processes import ServiceProcess
+from tests.support.stores import CAPTURES, compare_with_truth, latest_session, stored_cars, truth_of
+from tests.support.wsclient import StandaloneClient
+
+UUID = "killloop"
+
+
+def committed_laps(url: str) -> dict[tuple[str, int], float | None]:
+    """(car number, lap) → time of every lap in the database (asserts none is there twice)."""
+    def read(conn: Any) -> dict:
+        laps = {}
+        for number, car in stored_cars(conn, latest_session(conn)).items():
+            for lap, time_ in car["laps"].items():
+                laps[(number, lap)] = time_
+        return laps
+
+    try:
+        return query(url, read)
+    except Exception:  # nothing stored yet (no session)
+        return {}
+
+
+def duplicate_laps(url: str) -> int:
+    """Rows of the laps table that repeat an (entry, lap number)."""
+    def count(conn: Any) -> int:
+        groups = conn.execute(select(func.count()).select_from(s.laps)
+                              .group_by(s.laps.c.entry_id, s.laps.c.number)).scalars().all()
+        return sum(n - 1 for n in groups)
+
+    return query(url, count)
+
+
+def stored_frames(url: str) -> int:
+    """Raw frames committed, all runs together."""
+    return query(url, lambda conn: conn.execute(select(func.count()).select_from(s.frames)).scalar_one())
+
+
+def laps_in_state(state: dict, laps_column: int) -> dict[str, int]:
+    """Car number → laps shown, from a (saved or published) timing state."""
+    return {str(car[0]): value(car[laps_column]) or 0 for car in state.get("cars", [])}
+
+
+def analysis_laps(path: Path) -> int:
+    """Sum of the laps analysis knows per car, from its saved state file (0 when there is none)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    cars = saved["model"]["cars"]
+    return sum(int(car.get("current_lap") or 0) for car in
+               (cars.values() if isinstance(cars, dict) else cars))
+
+
+def recording_frames(path: Path) -> int:
+    """Frames of a recording, every second of it reconstructed (raises when unreadable)."""
+    with RecordingFile(path) as recording:
+        for second in recording.seconds:
+            state = recording.getStateAtTimestamp(second)
+            assert state["session"]["flagState"]
+        return recording.frames
+
+
+class KillLoop:
+    """Runs, kills and restarts the service; keeps what each check needs between rounds."""
+
+    def __init__(self, name: str, speed: str, url: str, service_env: dict, tmp_path: Path):
+        self.name = name
+        self.speed = speed
+        self.url = url
+        self.env = service_env
+        self.times = [t for t, _data in read_capture(CAPTURES / f"{name}.jsonl")[1]]
+        self.recording = tmp_path / "race.zip"
+        self.journal = tmp_path / "journal.jsonl"
+        self.state_file = Path(service_env["LIVETIMING_STATE_DIR"]) / f"{UUID}.json"
+        self.analysis_file = Path(service_env["LIVETIMING_ANALYSIS_DIR"]) / f"{UUID}.json"
+        self.position = 0  # index of the first frame the database has not committed
+        self.stored_before = 0  # frames committed before the current run
+        self.replay: Replay | None = None
+        self.service: ServiceProcess | None = None
+        self.laps_column: int | None = None
+        self.resume_seconds: list[float] = []
+        self.committed: dict[tuple[str, int], float | None] = {}
+        self.frames_recorded = 0
+        self.laps_lost = 0
+        self.analysis_before = 0
+        self.laps_at_kills: list[int] = []
+
+    def start(self) -> StandaloneClient:
+        """Replay from the first uncommitted frame; a service resuming from the state file."""
+        start_at = self.times[self.position]
+        self.position = next(i for i, t in enumerate(self.times) if t >= start_at)
+        self.stored_before = stored_frames(self.url) if self.committed or self.position else 0
+        self.replay = Replay(CAPTURES / f"{self.name}.jsonl", "--speed", self.speed,
+                             "--start-at", str(start_at))
+        resume = ["-s", str(self.state_file)] if self.state_file.exists() else ["--uuid", UUID]
+        before = self.saved_laps()
+        began = time.monotonic()
+        self.service = ServiceProcess(
+            "carobama", "--url", self.replay.url, "--publish-interval", "0.2", *resume,
+            "-r", str(self.recording), "--database", self.url, "--capture", str(self.journal),
+            env=self.env)
+        assert self.service.uuid == UUID
+        client = StandaloneClient(self.service.url)
+        self.shown = self.check_resumed(client, before, began)
+        return client
+
+    def saved_laps(self) -> dict[str, int]:
+        if not self.state_file.exists() or self.laps_column is None:
+            return {}
+        return laps_in_state(json.loads(self.state_file.read_text(encoding="utf-8")), self.laps_column)
+
+    def check_resumed(self, client: StandaloneClient, before: dict[str, int], began: float) -> dict[str, int]:
+        """The first state published after a restart shows at least the laps saved before it;
+        returns the laps shown per car."""
+        manifest = None
+        while True:
+            channel, message = client.recv(timeout=30)
+            if channel == "livetiming.control":
+                manifest = message["payload"]
+            elif channel == f"livetiming.service.{UUID}" and manifest is not None:
+                break
+        self.laps_column = column_index(manifest)["Laps"]
+        shown = laps_in_state(decompress_state(message["payload"]), self.laps_column)
+        regressed = {car: (laps, shown.get(car, 0)) for car, laps in before.items()
+                     if shown.get(car, 0) < laps}
+        assert not regressed, f"first state after restart lost laps (saved, shown): {regressed}"
+        self.resume_seconds.append(time.monotonic() - began)
+        if self.analysis_file.exists():
+            self.service.wait_for_line(r"Resumed analysis from", timeout=30)
+        return {car: max(laps, before.get(car, 0)) for car, laps in shown.items()}
+
+    def watch(self, client: StandaloneClient, seconds: float) -> None:
+        """Read published states for ``seconds``: no car ever shows fewer laps than before."""
+        until = time.monotonic() + seconds
+        while (remaining := until - time.monotonic()) > 0:
+            try:
+                channel, message = client.recv(timeout=remaining)
+            except TimeoutError:
+                return
+            if channel != f"livetiming.service.{UUID}":
+                continue
+            shown = laps_in_state(decompress_state(message["payload"]), self.laps_column)
+            fewer = {car: (laps, shown.get(car, 0)) for car, laps in self.shown.items()
+                     if shown.get(car, 0) < laps}
+            assert not fewer, f"a published state went back (before, now): {fewer}"
+            self.shown.update(shown)
+
+    def kill_at_random(self, client: StandaloneClient, rng: random.Random, most: float) -> None:
+        """SIGKILL after a random time (the fault itself; nothing is asserted on timing), watching
+        the published states meanwhile."""
+        self.watch(client, rng.uniform(0.2, most))
+        self.service.kill()
+        self.replay.stop()
+
+    def check_after_kill(self) -> None:
+        """Nothing committed is lost or doubled; the recording and analysis read back."""
+        laps = committed_laps(self.url)
+        missing = [key for key, time_ in self.committed.items() if laps.get(key, "missing") != time_]
+        self.laps_lost += len(missing)
+        assert not missing, f"committed laps lost or changed: {missing}"
+        assert duplicate_laps(self.url) == 0
+        self.committed = laps
+        self.laps_at_kills.append(len(laps))
+        self.position += stored_frames(self.url) - self.stored_before
+        frames = recording_frames(self.recording)
+        assert frames >= self.frames_recorded
+        self.frames_recorded = frames
+        analysed = analysis_laps(self.analysis_file)
+        assert analysed >= self.analysis_before
+        self.analysis_before = analysed
+
+
+def run_kill_loop(loop: KillLoop, kills: int, seed: int, figures) -> None:
+    rng = random.Random(seed)
+    truth = truth_of(loop.name)
+    try:
+        client = loop.start()
+        client.close()
+        # A clean stop first, so that an analysis state file exists for the restarts to load.
+        wait_until(lambda: lap_count(loop.url) >= 1, 60, "a first stored lap")
+        stop_cleanly(loop.service)
+        loop.replay.stop()
+        loop.check_after_kill()
+        for _kill in range(kills):
+            client = loop.start()
+            loop.kill_at_random(client, rng, 2.5)
+            client.close()
+            loop.check_after_kill()
+        loop.start().close()
+        client = StandaloneClient(loop.service.url)  # a new client is sent the manifest again
+        wait_for_truth(client, UUID, truth, timeout=120)
+        client.close()
+        stop_cleanly(loop.service)
+    finally:
+        for process in (loop.service, loop.replay):
+            if process is not None:
+                process.stop()
+    loop.check_after_kill()
+
+    def final(conn: Any) -> None:
+        assert compare_with_truth(stored_cars(conn, latest_session(conn)), loop.name) == []
+        assert conn.execute(select(func.count()).select_from(s.sessions)).scalar_one() == 1
+    query(loop.url, final)
+    assert sum(1 for _ in read_capture(loop.journal)[1]) >= loop.position
+    figures["kills"] = kills
+    figures["restarts"] = kills + 1
+    figures["laps_in_truth"] = sum(car["laps"] for car in truth["cars"])
+    figures["laps_lost"] = loop.laps_lost
+    figures["laps_duplicated"] = duplicate_laps(loop.url)
+    figures["recordings_unreadable"] = 0
+    figures["recorded_frames"] = loop.frames_recorded
+    figures["resume_seconds_median"] = round(statistics.median(loop.resume_seconds), 2)
+    figures["resume_seconds_max"] = round(max(loop.resume_seconds), 2)
+    figures["laps_committed_after_each_stop"] = loop.laps_at_kills
+    figures["analysis_laps_at_end"] = loop.analysis_before
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_in_a_loop_loses_no_committed_lap_and_every_restart_resumes(
+        soak, service_env, tmp_path, figures):
+    kills = 20 if soak else 5
+    loop = KillLoop("race-v2x", "5" if soak else "20", f"sqlite:///{tmp_path / 'store.sqlite'}",
+                    service_env, tmp_path)
+    run_kill_loop(loop, kills, seed=9, figures=figures)
+    figures["database"] = "sqlite"
+
+
+@pytest.mark.timeout(900)
+def test_sigkill_in_a_loop_with_postgresql(soak, service_env, tmp_path, figures):
+    if not soak:
+        pytest.skip("soak only (make soak)")
+    problem = shared_server_problem()
+    if problem:
+        pytest.skip(problem)
+    with shared_database() as url:
+        loop = KillLoop("race-v2x", "5", url, service_env, tmp_path)
+        run_kill_loop(loop, 20, seed=10, figures=figures)
+    figures["database"] = "postgresql"
