@@ -1,0 +1,117 @@
+"""Database outage (issue 9 part 5): PostgreSQL taken away mid-session, then brought back.
+
+The service stores into a private PostgreSQL server (tests/support/postgres.py) that the test
+stops with ``pg_ctl -m immediate`` (connections cut at once, like a crash) and starts again after
+the outage. During the outage a standalone client keeps receiving states whose laps move on, and
+the service's resident memory is sampled; after recovery the buffered rows are written and the
+database equals the capture's truth: every lap, every raw frame once. The writer's buffer bound
+(and its one log line when full) is unit-tested in tests/unit/test_store_writer.py
+(``test_a_full_buffer_drops_new_items_and_says_so_once_per_kind``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from livetiming.service.plugins.carobama.store import schema as s
+from tests.faults.rss import RssSampler, mib
+from tests.integration.test_emperor_end_to_end import CAPTURES, Replay, wait_for_truth
+from tests.integration.test_store_end_to_end import (  # noqa: F401  (started is a fixture)
+    LapWatcher,
+    PostgresCloser,
+    lap_count,
+    query,
+    service,
+    started,
+    stop_cleanly,
+    wait_until,
+)
+from tests.support.postgres import ThrowawayPostgres, throwaway_problem
+from tests.support.stores import compare_with_truth, latest_session, stored_cars, truth_of
+from tests.support.wsclient import StandaloneClient
+
+RECOVERED = re.compile(r"available again after ([\d.]+) s: writing the buffered rows "
+                       r"\((\d+) in the first batch, (\d+) more queued\)")
+#: Growth of the service's RSS allowed during the outage: the writer buffers at most 64 MiB of raw
+#: frames plus 200,000 operations; this race needs far less than either.
+RSS_ALLOWANCE = 96 * 1024 * 1024
+
+
+def counts(url: str) -> tuple[int, int]:
+    """(raw frames, laps) stored."""
+    def read(conn: Any) -> tuple[int, int]:
+        frames = conn.execute(select(func.count()).select_from(s.frames)).scalar_one()
+        return frames, conn.execute(select(func.count()).select_from(s.laps)).scalar_one()
+
+    return query(url, read)
+
+
+@pytest.mark.timeout(600)
+def test_postgres_outage_publishing_goes_on_memory_stays_bounded_and_rows_are_written(
+        soak, service_env, started, figures):  # noqa: F811
+    problem = throwaway_problem()
+    if problem:
+        pytest.skip(f"cannot run a private PostgreSQL server: {problem}")
+    pg = ThrowawayPostgres()
+    started.append(PostgresCloser(pg))
+    pg.start()
+    url = pg.create_database()
+    name = "race-v2x"
+    truth = truth_of(name)
+    outage = 40.0 if soak else 6.0
+    replay = Replay(CAPTURES / f"{name}.jsonl", "--speed", "3" if soak else "15")
+    started.append(replay)
+    proc = service(started, replay.url, service_env, "--database", url)
+    client = StandaloneClient(proc.url)
+    wait_until(lambda: lap_count(url) >= 3, 90, "three stored laps")
+    watcher = LapWatcher(client, proc.uuid)
+    watcher.most_laps(0.5)
+    frames_before, laps_before = counts(url)
+
+    with RssSampler(proc.proc.pid) as before:
+        watcher.most_laps(1.0)
+    with RssSampler(proc.proc.pid) as during:
+        pg.stop("immediate")
+        went = time.monotonic()
+        proc.wait_for_line(r"Database \S+ unavailable", timeout=30)
+        laps_seen = [watcher.most_laps(outage / 3) for _ in range(3)]
+        assert proc.proc.poll() is None
+        pg.start()
+        back = time.monotonic()
+    assert min(laps_seen) > 0, "publishing stopped while the database was down"
+    assert laps_seen[-1] > laps_seen[0] or laps_seen[-1] == 6, f"timing did not move on: {laps_seen}"
+    assert during.max < before.max + RSS_ALLOWANCE, (mib(before.max), mib(during.max))
+
+    recovered = RECOVERED.search(proc.wait_for_line(RECOVERED, timeout=60).string)
+    client.close()
+    client = StandaloneClient(proc.url)  # a new client is sent the manifest again
+    wait_for_truth(client, proc.uuid, truth, timeout=120)
+    client.close()
+    wait_until(lambda: counts(url)[0] >= truth["frames"], 120, "every raw frame stored")
+    stop_cleanly(proc)
+    output = proc.output()
+    assert len(re.findall(r"Database \S+ unavailable", output)) == 1, output[-3000:]
+    assert "dropping" not in output
+
+    def check(conn: Any) -> None:
+        assert compare_with_truth(stored_cars(conn, latest_session(conn)), name) == []
+        count, last = conn.execute(select(func.count(), func.max(s.frames.c.seq))).one()
+        assert count == last + 1 == truth["frames"], "a raw frame is missing or stored twice"
+
+    query(url, check)
+    frames_after, laps_after = counts(url)
+    figures["outage_seconds"] = round(back - went, 1)
+    figures["writer_reported_down_seconds"] = float(recovered.group(1))
+    figures["rows_buffered_at_recovery"] = int(recovered.group(2)) + int(recovered.group(3))
+    figures["frames_written_after_outage_began"] = frames_after - frames_before
+    figures["laps_written_after_outage_began"] = laps_after - laps_before
+    figures["laps_shown_during_outage"] = laps_seen
+    figures["rss_before_mib"] = mib(before.max)
+    figures["rss_max_during_outage_mib"] = mib(during.max)
+    figures["laps_lost"] = 0
+    figures["frames_lost"] = 0
