@@ -74,22 +74,35 @@ def time_cycles(states: list[dict], argv: list[str], warmup: int) -> dict[str, f
 def measure(cycles: int, warmup: int, cars: int) -> list[Row]:
     """Run every configuration over the same states and return the result rows."""
     states = race_states(START_SECOND + warmup + cycles, cars)[START_SECOND:]
-    rows = []
+    rows: list[Row] = []
+    saved = {name: os.environ.get(name) for name in ("LIVETIMING_STATE_DIR", "LIVETIMING_ANALYSIS_DIR")}
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as scratch:
         os.environ["LIVETIMING_STATE_DIR"] = os.path.join(scratch, "state")
         os.environ["LIVETIMING_ANALYSIS_DIR"] = os.path.join(scratch, "analysis")
-        for name, template in CONFIGURATIONS.items():
-            argv = [part.format(scratch=scratch) for part in template]
-            result = time_cycles(states, argv, warmup)
-            figure = f"{cars}-car update-and-publish cycle, {name}"
-            rows += [
-                Row("cycle", f"{figure}, median", round(result["median"], 3), "ms",
-                    f"<= {TARGET_MS:g} ms median", result["median"] <= TARGET_MS),
-                Row("cycle", f"{figure}, p99", round(result["p99"], 3), "ms"),
-                Row("cycle", f"timers per second (state file, analysis commit), {name}, median",
-                    round(result["timers"], 3), "ms"),
-            ]
+        try:
+            rows = [row for name, template in CONFIGURATIONS.items()
+                    for row in configuration_rows(name, template, scratch, states, warmup, cars)]
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     return rows
+
+
+def configuration_rows(name: str, template: list[str], scratch: str, states: list[dict],
+                       warmup: int, cars: int) -> list[Row]:
+    """Time one configuration (``template``: its options, ``{scratch}`` filled in) as result rows."""
+    result = time_cycles(states, [part.format(scratch=scratch) for part in template], warmup)
+    figure = f"{cars}-car update-and-publish cycle, {name}"
+    return [
+        Row("cycle", f"{figure}, median", round(result["median"], 3), "ms",
+            f"<= {TARGET_MS:g} ms median", result["median"] <= TARGET_MS),
+        Row("cycle", f"{figure}, p99", round(result["p99"], 3), "ms"),
+        Row("cycle", f"timers per second (state file, analysis commit), {name}, median",
+            round(result["timers"], 3), "ms"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
