@@ -4,6 +4,7 @@ The replay server stands in for an upstream timing websocket (Emperor/ACSM race 
 heat feed) in demos, integration tests and bug reproductions::
 
     carobama-replay CAPTURE [--port N] [--host 127.0.0.1] [--speed X] [--loop] [--start-at SECONDS]
+                    [--content DIR]
 
 Behaviour, chosen to look like the real manager to a client:
 
@@ -18,6 +19,10 @@ Behaviour, chosen to look like the real manager to a client:
 * Like gorilla's default upgrader used by the manager, a request whose ``Origin`` host differs from
   its ``Host`` header is refused with 403 (``--any-origin`` turns that off); no Origin is fine.
 * The server pings every ``--ping-interval`` seconds (10 s like the manager; 0 disables).
+* ``--content DIR`` also serves the files under ``DIR`` as ``/content/...`` over plain HTTP on the
+  same port, as the manager serves its content folder (``DIR/tracks/<track>/<layout>/map.png`` is
+  then ``/content/tracks/<track>/<layout>/map.png``). WebSocket upgrades still play the capture on
+  any path; other paths are 404, directories are not listed. Each HTTP request is logged to stderr.
 
 After binding it prints exactly one line to stdout, ``carobama-replay listening on
 ws://127.0.0.1:<port>/``, and flushes it (``--port 0`` picks a free port; tests parse that line).
@@ -40,16 +45,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Request, Site
+from twisted.web.static import File
 from zope.interface import implementer
 
 from livetiming.service.plugins.carobama.capture import read_capture
 
 __all__ = [
     "MAX_PAYLOAD",
+    "ContentRoot",
     "ReplayServerFactory",
     "ReplayServerProtocol",
     "load_replay_frames",
@@ -326,6 +336,66 @@ def _is_frame_list(frames: Sequence[tuple[float, bytes | str]]) -> bool:
     )
 
 
+class _Upgrade(WebSocketResource):
+    """autobahn's hand-over of an HTTP upgrade request to the replay factory, made safe for it.
+
+    Before the hand-over the HTTP channel stops being the connection's producer (so the player can
+    register itself for flow control) and its idle timeout is switched off (a quiet replay must not
+    be cut by the web server).
+    """
+
+    def render(self, request: Request) -> Any:
+        """Detach the HTTP channel, then let autobahn run the handshake on the raw connection."""
+        channel = request.channel
+        if getattr(channel, "transport", None) is not None:
+            channel.setTimeout(None)
+            channel.transport.unregisterProducer()
+        return super().render(request)
+
+
+class _Files(File):
+    """Static files whose directories are 404 instead of an HTML listing."""
+
+    def directoryListing(self) -> Resource:
+        """No listings: the manager does not give them either."""
+        return NoResource()
+
+
+class ContentRoot(Resource):
+    """Root of the replay's web site: WebSocket upgrades play the capture, ``/content/`` is files.
+
+    Built only with ``--content``; without it the factory listens directly, as before.
+    """
+
+    def __init__(self, factory: ReplayServerFactory, content_dir: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.websocket = _Upgrade(factory)
+        self.content = _Files(os.fspath(content_dir))
+        self.content.indexNames = []
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        """Route a request: an upgrade on any path, ``content/...`` to the files, else 404."""
+        upgrade = request.getHeader(b"upgrade")
+        if upgrade is not None and upgrade.strip().lower() == b"websocket":
+            return self.websocket
+        log.info("replay HTTP {method} {uri}", method=request.method.decode("ascii", "replace"),
+                 uri=request.uri.decode("ascii", "replace"))
+        return self.content if path == b"content" else NoResource()
+
+
+def listen(factory: ReplayServerFactory, port: int, host: str, content: str | None = None) -> Any:
+    """Listen with ``factory`` on ``host:port``; with ``content``, through a web site serving it."""
+    from twisted.internet import reactor
+
+    if content is None:
+        return reactor.listenTCP(port, factory, interface=host)  # type: ignore[attr-defined]
+    site = Site(ContentRoot(factory, content))
+    site.noisy = False
+    site.displayTracebacks = False
+    site.log = lambda request: None  # type: ignore[method-assign]  # logged by ContentRoot
+    return reactor.listenTCP(port, site, interface=host)  # type: ignore[attr-defined]
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="carobama-replay",
@@ -354,6 +424,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--any-origin", action="store_true", help="accept cross-origin requests (the manager refuses them)"
     )
+    parser.add_argument(
+        "--content",
+        metavar="DIR",
+        default=None,
+        help="also serve DIR's files as /content/... over HTTP on the same port, like the manager",
+    )
     return parser
 
 
@@ -365,6 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not 0 <= args.port <= 65535:
         print("carobama-replay: --port must be 0..65535", file=sys.stderr)
+        return 2
+    if args.content is not None and not os.path.isdir(args.content):
+        print(f"carobama-replay: --content {args.content}: not a directory", file=sys.stderr)
         return 2
     try:
         header, frames, skipped = load_replay_frames(args.capture)
@@ -405,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ping_interval=args.ping_interval or None,
     )
     try:
-        port = reactor.listenTCP(args.port, factory, interface=args.host)  # type: ignore[attr-defined]
+        port = listen(factory, args.port, args.host, args.content)
     except CannotListenError as exc:
         print(
             f"carobama-replay: cannot listen on {args.host}:{args.port}: {exc.socketError}", file=sys.stderr
