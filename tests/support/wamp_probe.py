@@ -4,6 +4,7 @@
     python -m tests.support.wamp_probe URL call PROCEDURE [JSON]   (JSON: a list of arguments
                                                               or {"args": [...], "kwargs": {...}})
     python -m tests.support.wamp_probe URL publish TOPIC JSON [--authid A --secret S]
+    python -m tests.support.wamp_probe URL register PROCEDURE [--authid A --secret S]
 
 Each received event or result is printed as one JSON line ``{"event": ...}`` /
 ``{"result": ...}``; failures as ``{"error": "<wamp error uri>"}``. Exits 0 on
@@ -29,7 +30,7 @@ def emit(**record):
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
-    parser.add_argument("action", choices=("subscribe", "call", "publish"))
+    parser.add_argument("action", choices=("subscribe", "call", "publish", "register"))
     parser.add_argument("target")
     parser.add_argument("payload", nargs="?")
     parser.add_argument("--get-retained", action="store_true")
@@ -74,6 +75,10 @@ def main(argv=None):
                                       options=PublishOptions(acknowledge=True))
                 emit(result="published")
                 finish(0)
+            elif args.action == "register":
+                yield session.register(lambda *a, **k: "probe", args.target)
+                emit(result="registered")
+                finish(0)
             else:
                 received = []
 
@@ -90,8 +95,16 @@ def main(argv=None):
             emit(error=error.error)
             finish(1)
 
+    @component.on_leave
+    def left(session, details):
+        # a refused join (e.g. a wrong WAMP-CRA secret) ends here with the router's reason
+        if not status.get("done"):
+            emit(error=details.reason)
+            finish(1)
+
     def failed(failure):
-        emit(error=str(failure.value))
+        if not status.get("done"):
+            emit(error=str(failure.value))
         finish(1)
 
     component.start(reactor).addErrback(failed)
