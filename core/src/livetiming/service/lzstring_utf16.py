@@ -49,11 +49,11 @@ def _code_table(width: int) -> list[str] | _WideCodes:
 _CHAR8 = _code_table(8)
 
 
-def _code_units(text: str) -> bytes | array:
-    """``text`` as the integers JavaScript sees: bytes for ASCII, else its UTF-16 code units."""
+def _code_units(text: str) -> tuple[bytes | array, int]:
+    """``text`` as the integers JavaScript sees (bytes for ASCII, else UTF-16 code units) and their bound."""
     if text.isascii():
-        return text.encode("ascii")
-    return array("H", text.encode("utf-16-le", "surrogatepass"))
+        return text.encode("ascii"), 0x80
+    return array("H", text.encode("utf-16-le", "surrogatepass")), 0x10000
 
 
 def _literal(unit: int, table: list[str] | _WideCodes) -> str:
@@ -97,20 +97,23 @@ def _pack_utf16(bits: str) -> str:
 def compress_to_utf16(text: str) -> str:
     """Compress ``text`` exactly as JavaScript ``LZString.compressToUTF16`` does.
 
-    Phrases are integers, not strings: a single character's key is its code unit and the
-    phrase "``w`` followed by ``c``" is keyed ``code(w) << 16 | c`` (never below ``3 << 16``,
-    so the two kinds cannot collide). Extending the current phrase by one character, the
-    step taken for most of the input, is then one integer hash lookup. Each code written is
+    Phrases are integers, not strings: single characters are looked up by code unit in a
+    list, and the phrase "``w`` followed by ``c``" is keyed ``code(w) << 16 | c`` in a dict.
+    Extending the current phrase by one character, the step taken for most of the input, is
+    then one integer hash lookup. Each code written is
     one precomputed bit string appended to a list; the bits become characters in one go at
     the end (``_pack_utf16``).
     """
     if not text:
         return ""
-    units = iter(_code_units(text))
+    code_units, bound = _code_units(text)
+    units = iter(code_units)
     first = next(units)
-    # Values are codes shifted left by 16, so a phrase's key is ``w | c``.
-    dictionary: dict[int, int] = {first: 3 << 16}
+    # Codes are kept shifted left by 16, so the key of phrase w followed by c is ``w | c``.
+    dictionary: dict[int, int] = {}  # phrases of two or more characters
     lookup = dictionary.get
+    singles = [0] * bound  # single characters (0: not seen yet)
+    singles[first] = 3 << 16
     parts: list[str] = []
     append = parts.append
     next_code, num_bits, enlarge_in = 4 << 16, 2, 2  # the next dictionary code, shifted
@@ -139,10 +142,10 @@ def compress_to_utf16(text: str) -> str:
             enlarge_in = 1 << num_bits
             num_bits += 1
             table = _code_table(num_bits)
-        w = lookup(c)
-        fresh = w is None
+        w = singles[c]
+        fresh = not w
         if fresh:
-            w = dictionary[c] = next_code
+            w = singles[c] = next_code
             next_code += 0x10000
             w_unit = c
         dictionary[key] = next_code
