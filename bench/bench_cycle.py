@@ -5,7 +5,8 @@ Method
 The 40-car endurance race of ``bench/states.py`` (Emperor-like columns, gaps and intervals
 changing every second, sectors, laps, pit stops with driver changes, yellow and safety-car
 periods) is computed first. A ``BaseService`` whose ``getRaceState()`` hands those states out
-then runs on a ``task.Clock``, publishing to a sink that drops everything. Each call of
+then runs on a ``task.Clock``, publishing to a sink that keeps the last message (checked at
+the end: it decompresses to the service's state). Each call of
 ``_updateAndPublishRaceState()`` is timed with ``perf_counter``: the plugin's state taken,
 message generators, messages and highlight, the analysis hand-off, recording, state
 compression and publishing. Between updates the clock advances one second, which runs the
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Row, add_common_args, finish  # noqa: E402
 from bench.states import race_states, replayed_service  # noqa: E402
+from livetiming.service.compression import decompress_state  # noqa: E402
 
 TARGET_MS = 3.0
 #: Where in the race the measured stretch starts (cars spread out, messages flowing).
@@ -65,6 +67,9 @@ def time_cycles(states: list[dict], argv: list[str], warmup: int) -> dict[str, f
         cycle.append(middle - started)
         timers.append(perf() - middle)
     service.shutdown()
+    published = service.sink.last[f"livetiming.service.{service.uuid}"]["payload"]
+    if decompress_state(published) != service.state:
+        raise AssertionError("the last published state is not the service's state")
     cycle_ms = [d * 1000 for d in cycle[warmup:]]
     timer_ms = [d * 1000 for d in timers[warmup:]]
     return {"median": statistics.median(cycle_ms), "p99": percentile(cycle_ms, 0.99),
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     method = (f"`bench/bench_cycle.py{' --quick' if args.quick else ''}`: {cycles} timed updates "
               f"(after {args.warmup} untimed) of a {args.cars}-car endurance race (bench/states.py, "
               "from minute 10) through `BaseService._updateAndPublishRaceState()` on a task.Clock, "
-              "states precomputed and publishing to a sink that drops everything: message "
+              "states precomputed and publishing to a sink that keeps the last message: message "
               "generators, analysis hand-off, recording, compression, publish. Between updates "
               "the clock advances 1 s, running the timers (state file at most once a second, "
               "analysis commit), timed separately. The original framework is not installable "

@@ -131,6 +131,17 @@ class DropPublisher:
         """Drop the message."""
 
 
+class LastPublished:
+    """A publisher that keeps only the last message of each topic (cheap, and checkable)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, dict] = {}
+
+    def publish(self, topic: str, message: dict, retain: bool = False) -> None:
+        """Keep the message, replacing the previous one on its topic."""
+        self.last[topic] = message
+
+
 class ReplayedRace(BaseService):
     """A framework service handing out precomputed states, one per update, in order."""
 
@@ -164,10 +175,14 @@ class ReplayedRace(BaseService):
 
 
 def replayed_service(states: list[dict], argv: list[str], uuid: str = "bench") -> ReplayedRace:
-    """A ``ReplayedRace`` with framework options ``argv`` on a ``task.Clock`` at ``EPOCH``."""
+    """A ``ReplayedRace`` with framework options ``argv`` on a ``task.Clock`` at ``EPOCH``.
+
+    Its publisher (``service.sink``, a ``LastPublished``) keeps the last message of each topic.
+    """
     args, extra = parse_args(["synthetic", "--uuid", uuid, *argv])
     service = ReplayedRace(args, extra, states=states)
     service.clock = task.Clock()
     service.clock.advance(EPOCH)
-    service.add_publisher(DropPublisher())
+    service.sink = LastPublished()
+    service.add_publisher(service.sink)
     return service
