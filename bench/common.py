@@ -38,7 +38,8 @@ class Row:
         """The row as one line for the terminal and the Markdown entry."""
         verdict = "" if self.ok is None else (" PASS" if self.ok else " FAIL")
         target = f" (target {self.target})" if self.target else ""
-        return f"{self.figure}: {self.value:,.3g} {self.unit}{target}{verdict}"
+        value = f"{self.value:,.0f}" if abs(self.value) >= 1000 else f"{self.value:,.3g}"
+        return f"{self.figure}: {value} {self.unit}{target}{verdict}"
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
