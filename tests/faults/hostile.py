@@ -10,6 +10,7 @@ would: Python's json module reads ``NaN`` and ``Infinity`` back.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ hostile_value = st.recursive(
 #: One mutation: (kind, where, what). ``where`` picks a node of the frame's tree (by walk order,
 #: modulo its size); ``what`` is the hostile value or key used.
 mutation = st.tuples(
-    st.sampled_from(["replace", "drop", "add", "deepen"]),
+    st.sampled_from(["replace", "drop", "add", "deepen", "inflate"]),
     st.integers(min_value=0, max_value=10_000),
     hostile_value,
     st.text(max_size=8),
@@ -88,7 +89,8 @@ def _drop(root: Any, path: tuple) -> Any:
 
 def mutate(frame: Any, mutations: list[tuple[str, int, Any, str]]) -> Any:
     """Apply ``mutations`` (from :data:`mutation`) to a decoded frame (changed in place)."""
-    for kind, where, value, key in mutations:
+    for kind, where, shared_value, key in mutations:
+        value = copy.deepcopy(shared_value)  # hypothesis may hand the same object out again
         nodes = list(_nodes(frame))
         path, node = nodes[where % len(nodes)]
         if kind == "replace":
@@ -99,6 +101,10 @@ def mutate(frame: Any, mutations: list[tuple[str, int, Any, str]]) -> Any:
             node[key] = value
         elif kind == "add" and isinstance(node, list):
             node.append(value)
+        elif kind == "inflate":  # every text below the node becomes huge
+            for inner_path, inner in list(_nodes(node, path)):
+                if isinstance(inner, str):
+                    frame = _set(frame, inner_path, (inner or "x") * (1 + where * 10 // max(1, len(inner))))
         elif kind == "deepen":
             nested: Any = node
             for _ in range(50 + where % 200):
@@ -128,19 +134,27 @@ class Templates:
     def __init__(self, captures: list[str]):
         self.texts = [text for name in captures for _t, text in frames_of(name)]
         self.decoded = []
+        by_kind: dict[Any, list[int]] = {}
         for text in self.texts:
             try:
-                self.decoded.append(json.loads(text))
+                decoded = json.loads(text)
             except ValueError:
                 continue
+            kind = decoded.get("EventType") if isinstance(decoded, dict) else None
+            by_kind.setdefault(kind if isinstance(kind, int) else None, []).append(len(self.decoded))
+            self.decoded.append(decoded)
+        #: Frame indexes per EventType (BMI: one kind), so rare events are mutated as often as
+        #: the car updates that make up most of a capture.
+        self.kinds = list(by_kind.values())
 
     def frames(self) -> st.SearchStrategy[str | bytes]:
         """A strategy of hostile frames (text or bytes) built from these templates."""
-        index = st.integers(min_value=0, max_value=len(self.decoded) - 1)
+        index = st.integers(min_value=0, max_value=len(self.texts) - 1)
+        decoded = st.sampled_from(self.kinds).flatmap(st.sampled_from)
         mutated = st.builds(
             lambda i, muts: json.dumps(mutate(json.loads(json.dumps(self.decoded[i])), muts),
                                        allow_nan=True),
-            index, st.lists(mutation, min_size=1, max_size=4))
+            decoded, st.lists(mutation, min_size=1, max_size=4))
         return st.one_of(
             mutated, mutated, mutated, mutated,  # most frames: structurally close to real ones
             st.builds(deep_text, st.integers(min_value=500, max_value=200_000), st.sampled_from("[{E")),

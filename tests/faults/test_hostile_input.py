@@ -29,6 +29,9 @@ T0 = 1_717_000_000.0
 #: Hostile frames per hypothesis example (short form) and examples per feed.
 PER_EXAMPLE = 40
 EXAMPLES = 260
+#: Longest text a published state or message may hold: a hostile frame must not be able to make
+#: every later state (kept 100 messages deep, compressed each cycle) megabytes long.
+MAX_TEXT = 2000
 
 
 class FuzzTally:
@@ -42,6 +45,17 @@ class FuzzTally:
         self.seconds = 0.0
 
 
+def longest_text(value) -> int:
+    """Length of the longest string anywhere in a JSON-like value."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        value = list(value.values()) + list(value)
+    if isinstance(value, list | tuple):
+        return max(map(longest_text, value), default=0)
+    return 0
+
+
 def render(feed) -> str:
     """The model as the service publishes it: CTD cars and session, as strict JSON."""
     model = feed.model
@@ -50,7 +64,9 @@ def render(feed) -> str:
     assert all(len(row) == len(spec) for row in cars)
     ctd.description(model)
     ctd.name(model)
-    return state_json({"cars": cars, "session": ctd.session(model, T0 + 10_000)})
+    state = {"cars": cars, "session": ctd.session(model, T0 + 10_000)}
+    assert longest_text(state) <= MAX_TEXT
+    return state_json(state)
 
 
 def fuzz_feed(source: str, captures: list[str], examples: int) -> FuzzTally:
@@ -86,7 +102,9 @@ def fuzz_feed(source: str, captures: list[str], examples: int) -> FuzzTally:
                     tally.bad_events += 1
                     if "internal error" in event.text:
                         tally.internal_errors.append(event.text)
-            json.dumps(ctd.messages(events), allow_nan=False)
+            messages = ctd.messages(events)
+            json.dumps(messages, allow_nan=False)
+            assert longest_text(messages) <= MAX_TEXT, "a message is too long"
         render(feed)
 
     started = time.monotonic()

@@ -1738,3 +1738,14 @@ def test_pit_events_say_whether_the_pit_state_was_reported_or_inferred():
                     flags.add(event.data["inferred"])
         seen[name] = flags
     assert seen == {"race-v2x": {False}, "practice-v1": {True}}
+
+
+def test_huge_texts_are_cut_so_one_frame_cannot_bloat_every_later_state():
+    """A 64 MiB chat line or driver name is kept as its first 500 characters (found by the
+    hostile-input fuzzing of tests/faults): messages stay in the state 100 deep."""
+    feed = EmperorFeed()
+    huge = "y" * (64 * 1024 * 1024)
+    events = feed.receive(frame(57, {"CarID": 255, "Message": huge, "DriverGUID": "", "DriverName": huge,
+                                     "Time": ZERO}), T0)
+    assert [event.kind for event in events] == [EventKind.CHAT]
+    assert events[0].text == f"{'y' * 500}: {'y' * 500}"

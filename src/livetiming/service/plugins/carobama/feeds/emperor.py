@@ -177,6 +177,9 @@ _INF = math.inf
 _NS = 1e9
 #: Largest plausible duration in nanoseconds (~11.6 days); anything bigger is treated as garbage.
 _MAX_NS = 10**15
+#: Longest text kept from a frame (names, chat, track...): a hostile frame must not put megabytes
+#: of text into every later state (messages are kept 100 deep and published every cycle).
+_MAX_TEXT = 500
 #: Longest plausible lap or sector time (24 h). Longer values, e.g. 999999999 ms (the "no lap" value
 #: of AC's result files), are not times: such a lap is counted without a time.
 _MAX_LAP_NS = 24 * 3600 * 10**9
@@ -232,8 +235,8 @@ def _num(value: Any) -> float | None:
 
 
 def _str(value: Any) -> str:
-    """The value if it is a string, else ""."""
-    return value if type(value) is str else ""
+    """The value if it is a string (cut to ``_MAX_TEXT`` characters), else ""."""
+    return value[:_MAX_TEXT] if type(value) is str else ""
 
 
 def _dict(value: Any) -> dict:
