@@ -30,6 +30,7 @@ from livetiming.service.plugins.carobama.capture import CaptureWriter, read_capt
 from livetiming.service.plugins.carobama.replay import (
     BATCH_FRAMES,
     ReplayServerFactory,
+    content_site,
     load_replay_frames,
     parse_speed,
 )
@@ -338,6 +339,45 @@ class ReplayOverTlsTests(LoopbackTestCase):
         yield rec.until(lambda: len(rec.frames) == 1)
         assert rec.frames[0][0] == "secure \U0001f512"
         assert events.requests[0].headers["origin"] == f"https://localhost:{port}"
+
+
+class ReplayContentTests(LoopbackTestCase):
+    """``--content``: the manager's content folder over HTTP on the websocket's port."""
+
+    @defer.inlineCallbacks
+    def test_files_and_the_websocket_share_the_port(self):
+        from twisted.web.client import Agent, readBody
+
+        content = Path(self.mktemp())
+        (content / "tracks" / "ks_vallelunga" / "club").mkdir(parents=True)
+        image = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+        (content / "tracks" / "ks_vallelunga" / "club" / "map.png").write_bytes(image)
+        (content.parent / "secret.txt").write_text("not served")
+        factory = ReplayServerFactory(example_frames(), speed=math.inf)
+        listening = reactor.listenTCP(0, content_site(factory, content), interface="127.0.0.1")
+        self.addCleanup(self.shutdown_server, factory, listening)
+        base = f"http://127.0.0.1:{listening.getHost().port}"
+        agent = Agent(reactor)
+
+        def get(path: str) -> defer.Deferred:
+            request = agent.request(b"GET", (base + path).encode("ascii"))
+            return request.addCallback(lambda r: readBody(r).addCallback(lambda body: (r, body)))
+
+        response, body = yield get("/content/tracks/ks_vallelunga/club/map.png")
+        assert response.code == 200 and body == image
+        assert response.headers.getRawHeaders(b"content-type") == [b"image/png"]
+        for missing in ("/", "/content/tracks/", "/content/tracks/nowhere/map.png", "/map.png",
+                        "/content/../secret.txt", "/content/%2e%2e/secret.txt"):
+            response, body = yield get(missing)
+            assert response.code == 404, (missing, response.code)
+            assert b"not served" not in body
+
+        # WebSocket upgrades on any path still play the whole capture, flow-controlled.
+        rec = Recorder()
+        conn = self.client(base.replace("http", "ws") + "/api/race-control", rec)
+        yield rec.until(lambda: len(rec.frames) >= 489)
+        assert [text.encode() for text, _ in rec.frames] == [data for _, data in example_frames()]
+        yield conn.stop()
 
 
 class ReplaySubprocessTests(LoopbackTestCase):

@@ -50,7 +50,8 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 from zope.interface import implementer
@@ -62,6 +63,7 @@ __all__ = [
     "ContentRoot",
     "ReplayServerFactory",
     "ReplayServerProtocol",
+    "content_site",
     "load_replay_frames",
     "main",
     "parse_speed",
@@ -356,9 +358,9 @@ class _Upgrade(WebSocketResource):
 class _Files(File):
     """Static files whose directories are 404 instead of an HTML listing."""
 
-    def directoryListing(self) -> Resource:
+    def directoryListing(self) -> IResource:
         """No listings: the manager does not give them either."""
-        return NoResource()
+        return notFound()
 
 
 class ContentRoot(Resource):
@@ -373,27 +375,31 @@ class ContentRoot(Resource):
         self.content = _Files(os.fspath(content_dir))
         self.content.indexNames = []
 
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         """Route a request: an upgrade on any path, ``content/...`` to the files, else 404."""
         upgrade = request.getHeader(b"upgrade")
         if upgrade is not None and upgrade.strip().lower() == b"websocket":
             return self.websocket
         log.info("replay HTTP {method} {uri}", method=request.method.decode("ascii", "replace"),
                  uri=request.uri.decode("ascii", "replace"))
-        return self.content if path == b"content" else NoResource()
+        return self.content if path == b"content" else notFound()
 
 
-def listen(factory: ReplayServerFactory, port: int, host: str, content: str | None = None) -> Any:
-    """Listen with ``factory`` on ``host:port``; with ``content``, through a web site serving it."""
-    from twisted.internet import reactor
-
-    if content is None:
-        return reactor.listenTCP(port, factory, interface=host)  # type: ignore[attr-defined]
+def content_site(factory: ReplayServerFactory, content: str | os.PathLike[str]) -> Site:
+    """A web ``Site`` that plays ``factory`` to WebSocket clients and serves ``content`` as ``/content/``."""
     site = Site(ContentRoot(factory, content))
     site.noisy = False
     site.displayTracebacks = False
     site.log = lambda request: None  # type: ignore[method-assign]  # logged by ContentRoot
-    return reactor.listenTCP(port, site, interface=host)  # type: ignore[attr-defined]
+    return site
+
+
+def listen(factory: ReplayServerFactory, port: int, host: str, content: str | None = None) -> Any:
+    """Listen with ``factory`` on ``host:port``; with ``content``, through :func:`content_site`."""
+    from twisted.internet import reactor
+
+    served = factory if content is None else content_site(factory, content)
+    return reactor.listenTCP(port, served, interface=host)  # type: ignore[attr-defined]
 
 
 def _build_parser() -> argparse.ArgumentParser:
