@@ -61,7 +61,7 @@ def test_router_refuses_wrong_secrets_and_anonymous_publish_and_register(crossba
     router = crossbar_router
     attempts = {
         "publish with a wrong secret": ("publish", "livetiming.service.forged", "1",
-                                        "--authid", router.authid, "--secret", "wrong-" + router.secret),
+                                        f"--authid={router.authid}", f"--secret=wrong-{router.secret}"),
         "anonymous publish of a state": ("publish", "livetiming.service.forged", "1"),
         "anonymous publish on livetiming.control": ("publish", "livetiming.control", "1"),
         "anonymous register of a service procedure": ("register", "livetiming.service.isAlive.forged"),
@@ -72,8 +72,9 @@ def test_router_refuses_wrong_secrets_and_anonymous_publish_and_register(crossba
         code, records = probe(router.url, *argv, timeout=15)
         assert code == 1 and records and records[0].get("error") in REFUSED, (what, records)
         refusals[what] = records[0]["error"]
+    # "--secret=…" in one argument: a random secret may begin with "-"
     code, records = probe(router.url, "register", "livetiming.service.isAlive.genuine",
-                          "--authid", router.authid, "--secret", router.secret, timeout=15)
+                          f"--authid={router.authid}", f"--secret={router.secret}", timeout=15)
     assert code == 0, records  # the right secret still works
     assert router.secret not in router.log_text()
     figures["refusals"] = refusals
