@@ -111,7 +111,7 @@ def test_initialise_directory_makes_the_service_publish_its_manifest(crossbar_ro
         assert json.loads(listener.stdout.readline()) == {"subscribed": "livetiming.control"}
         code, records = probe(crossbar_router.url, "publish", "livetiming.control",
                               json.dumps({"msgClass": 1, "date": 0, "payload": None}),
-                              "--authid", crossbar_router.authid, "--secret", crossbar_router.secret)
+                              f"--authid={crossbar_router.authid}", f"--secret={crossbar_router.secret}")
         assert code == 0, records
         events = [json.loads(line)["event"] for line in listener.stdout]
         listener.wait(10)
