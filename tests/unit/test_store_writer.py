@@ -466,3 +466,19 @@ def test_close_gives_up_after_its_timeout_while_the_database_is_down(tmp_path):
     assert len([entry for entry in logs.having("unavailable") if entry[0] == "warn"]) == 1
     writer.submit_frame(FrameRecord("run1", 999, T0, 0.0, "late"))  # after the end: dropped
     assert writer.stats.frames_dropped == 1
+
+
+def test_a_frame_as_big_as_the_upstream_accepts_is_buffered_next_to_others(tmp_path):
+    """A 64 MiB frame (the upstream limit) no longer fills the frame buffer by itself: with the
+    old 64 MiB bound it was dropped, or every frame after it was (found by tests/faults)."""
+    from livetiming.service.plugins.carobama.upstream import DEFAULT_MAX_PAYLOAD
+
+    logs = Logs()
+    writer = StoreWriter(make_engine(f"sqlite:///{tmp_path / 'store.sqlite'}"), log=logs)
+    player = Player(writer, "emperor", "run1")
+    frames = frames_of("race-v2x")
+    huge = json.dumps({"EventType": 9999, "Message": "y" * (DEFAULT_MAX_PAYLOAD - 40)})
+    player.play(frames[:100] + [(frames[100][0], huge)] + frames[100:])
+    assert writer.stats.frames_dropped == 0 and not logs.having("dropping")
+    assert writer.pending[1] == len(frames) + 1
+    assert writer.flush_now()

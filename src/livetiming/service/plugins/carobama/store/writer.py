@@ -56,6 +56,11 @@ from livetiming.service.plugins.carobama.store.records import FrameRecord
 
 __all__ = ["LogFn", "StoreWriter", "WriterStats", "is_outage"]
 
+#: Default bound of the buffered raw frames: twice the largest frame the upstream connection accepts
+#: (64 MiB), so that one such frame is buffered next to a normal backlog instead of filling the
+#: buffer on its own and making every frame after it be dropped until it is written.
+MAX_FRAME_BYTES = 128 * 1024 * 1024
+
 #: ``log(level, text)`` with level "info", "warn" or "error"; may be called from any thread.
 LogFn = Callable[[str, str], None]
 
@@ -114,7 +119,7 @@ class StoreWriter:
         *,
         flush_interval: float = 0.5,
         max_rows: int = 200_000,
-        max_frame_bytes: int = 64 * 1024 * 1024,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
         batch_size: int = 5000,
         retry_max: float = 5.0,
         close_timeout: float = 5.0,
