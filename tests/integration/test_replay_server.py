@@ -348,7 +348,9 @@ class ReplayContentTests(LoopbackTestCase):
     def test_files_and_the_websocket_share_the_port(self):
         from twisted.web.client import Agent, readBody
 
-        content = Path(self.mktemp())
+        scratch = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, scratch)
+        content = Path(scratch) / "content"
         (content / "tracks" / "ks_vallelunga" / "club").mkdir(parents=True)
         image = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
         (content / "tracks" / "ks_vallelunga" / "club" / "map.png").write_bytes(image)
