@@ -23,7 +23,6 @@ from tests.faults.rss import RssSampler, mib
 from tests.integration.test_emperor_end_to_end import CAPTURES, Replay, wait_for_truth
 from tests.integration.test_store_end_to_end import (  # noqa: F401  (started is a fixture)
     LapWatcher,
-    PostgresCloser,
     lap_count,
     query,
     service,
@@ -31,13 +30,13 @@ from tests.integration.test_store_end_to_end import (  # noqa: F401  (started is
     stop_cleanly,
     wait_until,
 )
-from tests.support.postgres import ThrowawayPostgres, throwaway_problem
+from tests.support.postgres import private_database
 from tests.support.stores import compare_with_truth, latest_session, stored_cars, truth_of
 from tests.support.wsclient import StandaloneClient
 
 RECOVERED = re.compile(r"available again after ([\d.]+) s: writing the buffered rows "
                        r"\((\d+) in the first batch, (\d+) more queued\)")
-#: Growth of the service's RSS allowed during the outage: the writer buffers at most 64 MiB of raw
+#: Growth of the service's RSS allowed during the outage: the writer buffers at most 128 MiB of raw
 #: frames plus 200,000 operations; this race needs far less than either.
 RSS_ALLOWANCE = 96 * 1024 * 1024
 
@@ -54,13 +53,7 @@ def counts(url: str) -> tuple[int, int]:
 @pytest.mark.timeout(600)
 def test_postgres_outage_publishing_goes_on_memory_stays_bounded_and_rows_are_written(
         soak, service_env, started, figures):  # noqa: F811
-    problem = throwaway_problem()
-    if problem:
-        pytest.skip(f"cannot run a private PostgreSQL server: {problem}")
-    pg = ThrowawayPostgres()
-    started.append(PostgresCloser(pg))
-    pg.start()
-    url = pg.create_database()
+    pg, url = private_database(started)
     name = "race-v2x"
     truth = truth_of(name)
     outage = 40.0 if soak else 6.0

@@ -27,7 +27,7 @@ from livetiming.service.plugins.carobama.store.db import make_engine
 from tests.integration.test_bmi_end_to_end import Run as BMIRun
 from tests.integration.test_bmi_end_to_end import checkpoint, cut
 from tests.integration.test_emperor_end_to_end import Replay, wait_for_truth
-from tests.support.postgres import ThrowawayPostgres, throwaway_problem
+from tests.support.postgres import private_database
 from tests.support.processes import BIN, Process, ServiceProcess
 from tests.support.stores import (
     BACKENDS,
@@ -265,16 +265,6 @@ def test_sigkill_mid_session_then_restart_loses_no_committed_lap_and_stores_none
 # ----- PostgreSQL taken away ----------------------------------------------------------------------
 
 
-class PostgresCloser:
-    """Stops and deletes a private PostgreSQL server at the end of a test."""
-
-    def __init__(self, pg: ThrowawayPostgres):
-        self.pg = pg
-
-    def stop(self) -> None:
-        self.pg.close()
-
-
 class LapWatcher:
     """Reads published states from a standalone client: the most laps any car shows."""
 
@@ -305,13 +295,7 @@ class LapWatcher:
 
 def test_postgres_taken_away_mid_session_publishing_goes_on_and_buffered_rows_are_written(
         service_env, started):
-    problem = throwaway_problem()
-    if problem:
-        pytest.skip(f"cannot run a private PostgreSQL server: {problem}")
-    pg = ThrowawayPostgres()
-    started.append(PostgresCloser(pg))
-    pg.start()
-    url = pg.create_database()
+    pg, url = private_database(started)
     name = "race-v2x"
     truth = truth_of(name)
     frame_count = truth["frames"]

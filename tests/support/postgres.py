@@ -148,3 +148,29 @@ class ThrowawayPostgres:
         with contextlib.suppress(Exception):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PostgresCloser:
+    """Stops and deletes a private PostgreSQL server at the end of a test (for a list of
+    processes whose ``stop()`` is called at teardown)."""
+
+    def __init__(self, pg: ThrowawayPostgres):
+        self.pg = pg
+
+    def stop(self) -> None:
+        """Stop the server and delete its files."""
+        self.pg.close()
+
+
+def private_database(started: list) -> tuple[ThrowawayPostgres, str]:
+    """A private server, started, with an empty database; returns it and the database URL. Its
+    closer is appended to ``started``; the test is skipped (with the reason) when none can run."""
+    import pytest
+
+    problem = throwaway_problem()
+    if problem:
+        pytest.skip(f"cannot run a private PostgreSQL server: {problem}")
+    pg = ThrowawayPostgres()
+    started.append(PostgresCloser(pg))
+    pg.start()
+    return pg, pg.create_database()
