@@ -46,6 +46,7 @@ def wait_until_truth(source: str, name: str, client: StandaloneClient, service: 
         Run.wait_for(watcher, checkpoint(name, ":finished"), timeout=timeout)
 
 
+@pytest.mark.timeout(900)  # the soak plays each capture for about four minutes
 @pytest.mark.parametrize("source", sorted(CASES))
 def test_upstream_killed_and_restarted_resumes_and_ends_at_the_truth(
         source, service_env, tmp_path, soak, figures):
