@@ -13,8 +13,10 @@ PostgreSQL too under ``--soak`` when the shared server answers) and the raw jour
   killed one left (state resumes), and the analysis state file is loaded again with at least the
   laps it had.
 
-The replay of each restart begins at the first frame the database did not commit (the upstream
-does not lose data; what is tested is the service's own durability, upstream resync is part 1).
+The replay of each restart begins at the last snapshot (``200``) before the first frame the
+database did not commit, as the manager sends a snapshot on connect (the upstream does not lose
+data; what is tested is the service's own durability, upstream resync is part 1), so frames after
+that snapshot are seen and stored a second time, which must not double anything.
 At the end the race runs to its finish: the database equals the capture's truth.
 """
 
@@ -107,7 +109,9 @@ class KillLoop:
         self.speed = speed
         self.url = url
         self.env = service_env
-        self.times = [t for t, _data in read_capture(CAPTURES / f"{name}.jsonl")[1]]
+        frames = list(read_capture(CAPTURES / f"{name}.jsonl")[1])
+        self.times = [t for t, _data in frames]
+        self.snapshots = [i for i, (_t, data) in enumerate(frames) if '"EventType":200' in data]
         self.recording = tmp_path / "race.zip"
         self.journal = tmp_path / "journal.jsonl"
         self.state_file = Path(service_env["LIVETIMING_STATE_DIR"]) / f"{UUID}.json"
@@ -125,8 +129,10 @@ class KillLoop:
         self.laps_at_kills: list[int] = []
 
     def start(self) -> StandaloneClient:
-        """Replay from the first uncommitted frame; a service resuming from the state file."""
-        start_at = self.times[self.position]
+        """Replay from the snapshot before the first uncommitted frame (the manager sends a 200
+        snapshot on connect); a service resuming from the state file."""
+        snapshot = max((i for i in self.snapshots if i <= self.position), default=0)
+        start_at = self.times[snapshot]
         self.position = next(i for i, t in enumerate(self.times) if t >= start_at)
         self.stored_before = stored_frames(self.url) if self.committed or self.position else 0
         self.replay = Replay(CAPTURES / f"{self.name}.jsonl", "--speed", self.speed,
