@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
 from tests.support.processes import Process
+
+
+def with_password(url: str) -> tuple[str, str]:
+    """``url`` with a fresh random password as user-info (``ws://timing:<password>@…``), and the
+    password: the upstream URL is where a venue's credentials live."""
+    password = "pw-" + secrets.token_hex(8)
+    return url.replace("://", f"://timing:{password}@", 1), password
 
 
 def files_under(folders: Iterable[Path]) -> list[Path]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.secrets_check import assert_secret_absent, with_password
 from tests.faults.upstream import count_lines
 from tests.support.pitwall import JsonSocket, PitWallService, Replay
 from tests.support.processes import BIN
@@ -78,11 +79,12 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
 
 
 def test_clients_that_stop_reading_are_dropped_and_the_others_keep_receiving(
-        big_race, service_env, soak, figures):
+        big_race, service_env, tmp_path, soak, figures):
     laggards = 8 if soak else 1
     replay = Replay(big_race, "--speed", "1", "--loop")
     # 20 states a second: the laggards' buffers fill sooner
-    service = PitWallService(replay.url, "--publish-interval", "0.05",
+    url, password = with_password(replay.url)
+    service = PitWallService(url, "--publish-interval", "0.05",
                              env={**service_env, "LIVETIMING_STANDALONE_MAX_STALL": "3"})
     standalone = StandaloneClient(service.url)
     page = JsonSocket(f"ws://127.0.0.1:{service.port}/pitwall/socket")
@@ -125,6 +127,7 @@ def test_clients_that_stop_reading_are_dropped_and_the_others_keep_receiving(
         service.stop()
         replay.stop()
     growth_mib = (max(rss_samples + [rss_after]) - rss_before) / 1024
+    assert_secret_absent(password, [service, replay], [tmp_path])
     assert max(gaps) < 5.0, f"a healthy client waited {max(gaps):.1f} s for a frame"
     assert growth_mib < 64, f"the service grew by {growth_mib:.0f} MiB"
     figures["laggards_per_kind"] = laggards

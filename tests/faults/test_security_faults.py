@@ -18,10 +18,9 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
-from tests.faults.secrets_check import assert_secret_absent
+from tests.faults.secrets_check import assert_secret_absent, with_password
 from tests.faults.upstream import wait_for_count
 from tests.integration.test_wamp_mode import probe
 from tests.support.pitwall import CAPTURES, PitWallService, Replay
@@ -83,9 +82,8 @@ def test_router_refuses_wrong_secrets_and_anonymous_publish_and_register(crossba
 def test_secrets_never_reach_logs_and_sockets_bind_to_loopback(crossbar_router, service_env, tmp_path,
                                                               figures):
     router = crossbar_router
-    password = "pw-" + secrets.token_hex(8)
     replay = Replay(CAPTURES / "practice-v1.jsonl", "--speed", "0")
-    url = replay.url.replace("ws://", f"ws://timing:{password}@", 1)
+    url, password = with_password(replay.url)
     env = {**service_env, "LIVETIMING_ROUTER": router.url, "LIVETIMING_SHARED_SECRET": router.secret,
            "LIVETIMING_AUTH_ID": router.authid}
     web_port, t71_port = free_port(), free_port()

@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from tests.faults.secrets_check import assert_secret_absent, with_password
 from tests.faults.upstream import wait_for_count
 from tests.integration.test_emperor_end_to_end import CAPTURES, Replay, truth_of, wait_for_truth
 from tests.support.processes import ServiceProcess
@@ -46,9 +47,11 @@ def stale_drops(service: ServiceProcess) -> list[re.Match]:
     return [found for found in map(STALE_DROP.search, service.stdout + service.stderr) if found]
 
 
-def test_frozen_upstream_is_detected_within_the_staleness_time_and_recovers(service_env, soak, figures):
+def test_frozen_upstream_is_detected_within_the_staleness_time_and_recovers(service_env, tmp_path, soak,
+                                                                           figures):
     replay = Replay(CAPTURES / "race-v2x.jsonl", "--speed", "10")
-    service = ServiceProcess("carobama", "--url", replay.url, "--publish-interval", "0.2",
+    url, password = with_password(replay.url)
+    service = ServiceProcess("carobama", "--url", url, "--publish-interval", "0.2",
                              "--stale-after", str(STALE_AFTER), env=service_env)
     client = StandaloneClient(service.url)
     detections, seen, retries, thaws, texts = [], [], [], [], []
@@ -75,6 +78,7 @@ def test_frozen_upstream_is_detected_within_the_staleness_time_and_recovers(serv
             thaws.append(wait_for_count(service, CONNECTED, cycle + 2, timeout=STALE_AFTER + 35) - thawed)
         # the capture played to its end once more, at full speed: the table ends at the truth
         replay.stop()
+        first = replay
         replay = Replay(CAPTURES / "race-v2x.jsonl", "--speed", "0", port=replay.port)
         wait_for_truth(client, service.uuid, truth_of("race-v2x"), timeout=60)
         assert service.proc.poll() is None
@@ -85,6 +89,7 @@ def test_frozen_upstream_is_detected_within_the_staleness_time_and_recovers(serv
         service.stop()
         replay.stop()
     assert max(seen) <= STALE_AFTER + 2.0, seen
+    assert_secret_absent(password, [service, first, replay], [tmp_path])
     assert all(STALE_AFTER - 1.0 <= d <= STALE_AFTER + 1.0 for d in detections), detections
     assert max(retries) < STALE_AFTER, "the first retry must come within the staleness time"
     assert all("stale" in text or "reconnecting" in text for text in texts), texts

@@ -11,14 +11,13 @@ upstream URL carries a password, which must never show up in any output or file.
 from __future__ import annotations
 
 import random
-import secrets
 import statistics
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from tests.faults.secrets_check import assert_secret_absent
+from tests.faults.secrets_check import assert_secret_absent, with_password
 from tests.faults.upstream import ResumableUpstream, journal_frames, wait_for_count
 from tests.integration.test_bmi_end_to_end import Run, checkpoint
 from tests.integration.test_emperor_end_to_end import CAPTURES, truth_of, wait_for_truth
@@ -57,8 +56,7 @@ def test_upstream_killed_and_restarted_resumes_and_ends_at_the_truth(
     journal = tmp_path / "journal.jsonl"
     upstream = ResumableUpstream(CAPTURES / f"{name}.jsonl", tmp_path, journal, speed)
     upstream.start(0)
-    password = "pw-" + secrets.token_hex(8)
-    url = upstream.url.replace("ws://", f"ws://timing:{password}@", 1)
+    url, password = with_password(upstream.url)
     service = ServiceProcess("carobama", "--source", source, "--url", url, "--publish-interval", "0.2",
                              "--capture", str(journal), env=service_env)
     reconnects: list[float] = []
