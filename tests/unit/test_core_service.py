@@ -310,3 +310,25 @@ def test_flag_status_names():
     assert FlagStatus.fromString("Code_60") == FlagStatus.CODE_60
     assert FlagStatus.fromString("nonsense") == FlagStatus.NONE
     assert int(FlagStatus.CODE_60_ZONE) == 12
+
+
+def test_due_publisher_publishes_urgent_changes_within_the_urgent_interval():
+    service, sink = make(DuePlugin)
+    service._startUpdates()
+    assert len(sink.on("livetiming.service.")) == 1
+    service.clock.advance(0.01)
+    service.set_due_publish()  # an ordinary change: waits for the 1 s slot
+    service.clock.advance(0.1)
+    assert len(sink.on("livetiming.service.")) == 1
+    service.set_due_publish(urgent=True)  # a lap: pulled forward to now
+    service.clock.advance(0)
+    assert len(sink.on("livetiming.service.")) == 2
+    service.set_due_publish(urgent=True)  # a burst right after: coalesced, 50 ms later
+    service.set_due_publish(urgent=True)
+    service.set_due_publish()
+    service.clock.advance(0.04)
+    assert len(sink.on("livetiming.service.")) == 2
+    service.clock.advance(0.01)
+    assert len(sink.on("livetiming.service.")) == 3
+    service.clock.advance(1)
+    assert len(sink.on("livetiming.service.")) == 3  # nothing changed since: no extra publication

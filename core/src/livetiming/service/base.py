@@ -545,18 +545,31 @@ class DuePublisher:
     service updates and publishes soon after, at most once per
     ``min_publish_interval`` seconds (bursts are coalesced) and at least every
     ``max_publish_interval`` seconds.
+
+    Some changes should not wait that long: a completed lap, a pit stop or a
+    flag is what people watch for. ``set_due_publish(urgent=True)`` (an
+    extension of this framework; the original takes no argument) publishes
+    after at most ``urgent_publish_interval`` seconds since the last
+    publication instead, still coalescing a burst (a snapshot completing
+    several laps) into one update.
     """
 
     max_publish_interval = 60
     min_publish_interval = 1.0
+    urgent_publish_interval = 0.05
 
-    def set_due_publish(self) -> None:
-        """Ask for an update-and-publish soon."""
-        if getattr(self, "_due_call", None) is not None and self._due_call.active():
-            return
+    def set_due_publish(self, urgent: bool = False) -> None:
+        """Ask for an update-and-publish soon (``urgent``: within ``urgent_publish_interval``)."""
         last = getattr(self, "_last_due_publish", None)
         now = self.clock.seconds()
-        delay = 0 if last is None else max(0.0, last + self.min_publish_interval - now)
+        interval = min(self.urgent_publish_interval, self.min_publish_interval) if urgent \
+            else self.min_publish_interval
+        delay = 0.0 if last is None else max(0.0, last + interval - now)
+        call = getattr(self, "_due_call", None)
+        if call is not None and call.active():
+            if call.getTime() <= now + delay:
+                return  # already due as soon as this asks
+            call.cancel()
         self._due_call = self.clock.callLater(delay, self._publish_due)
 
     def _publish_due(self) -> None:

@@ -8,12 +8,14 @@ livetiming-core alike. Data flow for each upstream frame:
 2. the feed (a pure state machine) updates its timing model and returns events;
 3. events worth a message are queued for the next update;
 4. ``set_due_publish()`` asks the framework for an update soon (coalesced, at most one
-   per ``--publish-interval``); the update calls ``getRaceState()``, which renders the
-   model as CTD.
+   per ``--publish-interval``; laps, pit stops, flags and session changes urgently, within
+   about 50 ms, where the framework supports it); the update calls ``getRaceState()``, which
+   renders the model as CTD.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -41,6 +43,13 @@ ATTRIBUTION = {
 
 #: Hostile frames logged per minute before the rest are only counted.
 BAD_FRAME_LOG_LIMIT = 10
+
+#: Events people watch for: published within the framework's urgent interval (about 50 ms on
+#: this project's core) instead of waiting for the next ``--publish-interval`` slot.
+URGENT_EVENTS = frozenset({
+    EventKind.LAP, EventKind.PIT_IN, EventKind.PIT_OUT, EventKind.FLAG, EventKind.DRIVER_CHANGE,
+    EventKind.SESSION_CHANGE, EventKind.SESSION_STATE, EventKind.SESSION_END,
+})
 
 
 def set_log_context(**fields: Any) -> None:
@@ -118,6 +127,8 @@ class Service(DuePublisher, BaseService):
         self.attribution = ATTRIBUTION.get(self.options.source)
         set_log_context(source=self.options.source)
         self.min_publish_interval = self.options.publish_interval
+        # The original framework's set_due_publish() takes no argument; ours accepts urgent=True.
+        self._urgent_supported = "urgent" in inspect.signature(self.set_due_publish).parameters
         self.feed = make_feed(self.options)
         self._queued_messages: list[list] = []
         self._message_generator = QueuedMessages(self._queued_messages)
@@ -205,7 +216,14 @@ class Service(DuePublisher, BaseService):
                 listener(events, now)
             except Exception:
                 self.log.failure("A feed listener failed")
-        self.set_due_publish()
+        self._ask_publish(any(event.kind in URGENT_EVENTS for event in events))
+
+    def _ask_publish(self, urgent: bool) -> None:
+        """Ask the framework for a publication; urgently where it supports that (ours does)."""
+        if urgent and self._urgent_supported:
+            self.set_due_publish(urgent=True)
+        else:
+            self.set_due_publish()
 
     def _begin_new_session(self) -> None:
         """A new session or heat upstream: analysis and recording start again (where the framework can)."""
