@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv crossbar js run test soak lint router clean
+.PHONY: venv crossbar js run test soak bench lint router clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,11 @@ test: venv crossbar js
 # The long forms of the fault-injection suite (tests/faults, docs/RELIABILITY.md).
 soak: venv crossbar js
 	CROSSBAR=$(CROSSBAR_VENV)/bin/crossbar $(PY) -m pytest tests/faults --soak -p no:cacheprovider $(PYTEST_ARGS)
+
+# The performance benchmarks of issue #8 in their short forms (under 15 minutes); prints a table
+# of figure, target, pass/fail and appends the figures to docs/BENCHMARKS.md.
+bench: venv crossbar js
+	CROSSBAR=$(CROSSBAR_VENV)/bin/crossbar $(PY) bench/run_all.py $(BENCH_ARGS)
 
 router: crossbar
 	@test -n "$$LIVETIMING_SHARED_SECRET" || { echo "make router: set LIVETIMING_SHARED_SECRET first" >&2; exit 2; }

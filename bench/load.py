@@ -42,24 +42,11 @@ from livetiming.service.plugins.carobama.sim.emperor import build_race, write_ca
 Frame = tuple[float, str]
 
 
-@dataclass(frozen=True)
-class EmperorLoad:
-    """A synthetic Emperor race: ``cars`` cars, positions ``hz`` times a second each."""
-
-    cars: int = 40
-    hz: float = 5.0
-    minutes: float = 10.0
-    flavour: str = "v2x"
-    seed: int = 1
-    track: str | None = None
-
-    source = "emperor"
+class SimulatedLoad:
+    """What every load offers; a subclass says which simulator, with ``_simulator()``."""
 
     def _simulator(self) -> Any:
-        if not 0.05 <= self.hz <= 20:
-            raise ValueError("hz must be between 0.05 and 20 position updates per car per second")
-        return build_race(self.flavour, cars=self.cars, minutes=self.minutes, rate=self.hz,
-                          seed=self.seed, track=self.track, split_snapshots=self.flavour == "v2x")
+        raise NotImplementedError
 
     def frames(self) -> Iterator[Frame]:
         """The race's frames in time order (streaming: generated as they are taken)."""
@@ -77,7 +64,27 @@ class EmperorLoad:
 
 
 @dataclass(frozen=True)
-class BmiLoad:
+class EmperorLoad(SimulatedLoad):
+    """A synthetic Emperor race: ``cars`` cars, positions ``hz`` times a second each."""
+
+    cars: int = 40
+    hz: float = 5.0
+    minutes: float = 10.0
+    flavour: str = "v2x"
+    seed: int = 1
+    track: str | None = None
+
+    source = "emperor"
+
+    def _simulator(self) -> Any:
+        if not 0.05 <= self.hz <= 20:
+            raise ValueError("hz must be between 0.05 and 20 position updates per car per second")
+        return build_race(self.flavour, cars=self.cars, minutes=self.minutes, rate=self.hz,
+                          seed=self.seed, track=self.track, split_snapshots=self.flavour == "v2x")
+
+
+@dataclass(frozen=True)
+class BmiLoad(SimulatedLoad):
     """A synthetic BMI karting endurance heat of ``karts`` karts lasting ``minutes``."""
 
     karts: int = 10
@@ -97,20 +104,6 @@ class BmiLoad:
                         pit_laps=tuple(range(25, int(self.minutes * 60 / 46) + 1, 27)),
                         kart_swap=2, prelude_seconds=30.0, period=self.period)
         return BMISimulator([plan], seed=self.seed)
-
-    def frames(self) -> Iterator[Frame]:
-        """The heat's frames in time order."""
-        return self._simulator().frames()
-
-    def header(self) -> dict:
-        """The capture header the simulator writes."""
-        return self._simulator().header()
-
-    def write(self, path: str | Path) -> int:
-        """Save the load as a capture file; returns the number of frames."""
-        sim = self._simulator()
-        count, _ = write_capture(sim.frames(), str(path), sim.header())
-        return count
 
 
 @dataclass

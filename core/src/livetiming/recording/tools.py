@@ -31,14 +31,19 @@ Log = Callable[[str], None]
 
 
 def write_json_atomically(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON so that a crash leaves the old file or the new one, never half of one."""
+    """Write JSON so that a crash leaves the old file or the new one, never half of one.
+
+    The text is made in one piece (``json.dumps`` runs the C encoder; ``json.dump`` to a file
+    would take the pure-Python one, several times slower on a 24-hour analysis state).
+    """
     path = os.fspath(path)
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
     folder = os.path.dirname(os.path.abspath(path))
     handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, delete=False,
                                          prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with handle:
-            json.dump(data, handle, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
