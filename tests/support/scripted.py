@@ -108,3 +108,13 @@ def car(num: str, state: str = "RUN", laps: int = 0, last=None, driver: str = "D
     """A table row in ``COLUMNS`` order."""
     return [num, state, car_class, team, driver, vehicle, laps, gap,
             [last, ""] if last is not None else "", [best, ""] if best is not None else "", pits]
+
+
+def play_frames(service, frames, lead: float = 5) -> None:
+    """Hand capture ``frames`` (``(t, data)``) to a carobama ``service`` at ``EPOCH + lead + t``
+    on its task.Clock, as its upstream connection would."""
+    for t, data in frames:
+        target = EPOCH + lead + t
+        if target > service.clock.seconds():
+            service.clock.advance(target - service.clock.seconds())
+        service._on_frame(data, t)

@@ -69,6 +69,14 @@ def state_dir(tmp_path, monkeypatch):
     return tmp_path / "state"
 
 
+def saved_state(path) -> dict:
+    """A state file's state, without the column and track data specs kept beside it."""
+    saved = json.loads(path.read_text())
+    saved.pop("colSpec", None)
+    saved.pop("trackDataSpec", None)
+    return saved
+
+
 def test_initial_state_is_the_documented_one():
     service, _sink = make()
     assert service.state == {"messages": [], "session": {"flagState": "green", "timeElapsed": 0,
@@ -92,7 +100,7 @@ def test_update_generates_messages_highlight_and_saves_state(state_dir):
     assert sorted(service.state["highlight"]) == ["1", "2", "2"]
     assert all(m[0] == 1_700_000_003 for m in service.state["messages"])
     service.clock.advance(1)  # the state file is written on the clock, within a second
-    saved = json.loads((state_dir / f"{service.uuid}.json").read_text())
+    saved = saved_state(state_dir / f"{service.uuid}.json")
     assert saved == service.state
     topic, message, retain = sink.on("livetiming.service.")[-1]
     assert topic == f"livetiming.service.{service.uuid}" and retain
@@ -154,7 +162,7 @@ def test_state_file_is_written_at_most_once_a_second_with_the_newest_state(state
     assert 2 <= len(writes.texts) <= 3
     service.clock.advance(1)
     saved = state_dir / f"{service.uuid}.json"
-    assert json.loads(saved.read_text()) == service.state
+    assert saved_state(saved) == service.state
     assert service.state["cars"][0][3] == 9
     count = len(writes.texts)
     service.clock.advance(5)  # nothing changed: nothing written
@@ -167,8 +175,41 @@ def test_state_file_text_is_the_compact_ascii_json_of_the_state(state_dir):
     service._updateAndPublishRaceState()
     service.clock.advance(0)
     text = (state_dir / f"{service.uuid}.json").read_text(encoding="utf-8")
-    assert text == json.dumps(service.state, separators=(",", ":"), allow_nan=False)
+    specs = {"colSpec": [list(column.value) for column in service.getColumnSpec()],
+             "trackDataSpec": []}
+    assert text == json.dumps({**service.state, **specs}, separators=(",", ":"), allow_nan=False)
     assert text.isascii()
+
+
+def test_state_file_keeps_the_specs_and_resumes_them_without_publishing_them(state_dir):
+    """The column spec of the saved state is in the file (the original framework ignores the
+    extra keys) and comes back as resumed_column_spec; the published state does not carry it."""
+    service, _sink = make()
+    service._updateAndPublishRaceState()
+    service.shutdown()
+    path = state_dir / f"{service.uuid}.json"
+    saved = json.loads(path.read_text())
+    assert saved["colSpec"] == [list(column.value) for column in service.getColumnSpec()]
+    assert saved["trackDataSpec"] == []
+    resumed, sink = make(Plugin, "-s", str(path))
+    assert resumed.resumed_column_spec == saved["colSpec"]
+    assert resumed.resumed_track_data_spec == []
+    assert "colSpec" not in resumed.state and resumed.state["cars"] == saved["cars"]
+    resumed._publishRaceState()
+    published = decompress_state(sink.on("livetiming.service.")[-1][1]["payload"])
+    assert set(published) == {"cars", "session", "messages", "highlight"}
+
+
+def test_a_state_file_without_specs_or_with_malformed_ones_still_resumes(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"cars": [["9"]], "session": {"flagState": "red"}, "messages": [],
+                                "colSpec": [["Num"], 3], "trackDataSpec": "Track"}))
+    service, _ = make(Plugin, "-s", str(path))
+    assert service.state["cars"] == [["9"]]
+    assert service.resumed_column_spec is None and service.resumed_track_data_spec is None
+    path.write_text(json.dumps({"cars": [], "session": {}, "messages": []}))
+    service, _ = make(Plugin, "-s", str(path))
+    assert service.resumed_column_spec is None
 
 
 def test_shutdown_writes_the_state_not_written_yet(state_dir):
@@ -180,7 +221,7 @@ def test_shutdown_writes_the_state_not_written_yet(state_dir):
     saved = state_dir / f"{service.uuid}.json"
     assert json.loads(saved.read_text())["session"]["flagState"] == "green"
     service.shutdown()
-    assert json.loads(saved.read_text()) == service.state
+    assert saved_state(saved) == service.state
     assert service.state["session"]["flagState"] == "red"
     assert not service.clock.getDelayedCalls()
 

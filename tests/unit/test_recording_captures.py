@@ -15,7 +15,7 @@ from twisted.internet import task
 from livetiming.recording import RecordingFile, generate_analysis
 from livetiming.service import parse_args
 from tests.support.analysis_checks import check_analysis
-from tests.support.scripted import EPOCH, StateSink
+from tests.support.scripted import EPOCH, StateSink, play_frames
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
 EMPEROR = ["practice-v1", "race-v2x", "session-change-v1", "edge-cases"]
@@ -45,11 +45,7 @@ def play(name: str, source: str, recording: Path):
     service.add_publisher(sink)
     service._startUpdates()
     _header, frames = read_capture(CAPTURES / f"{name}.jsonl")
-    for t, data in frames:
-        target = EPOCH + 5 + t
-        if target > service.clock.seconds():
-            service.clock.advance(target - service.clock.seconds())
-        service._on_frame(data, t)
+    play_frames(service, frames)
     service.clock.advance(3)
     service._stopUpdates()
     service.shutdown()

@@ -231,11 +231,24 @@ class BaseService(AbstractService):
     is handed to analysis and the recorder, and published. The state file
     ``$LIVETIMING_STATE_DIR/<uuid>.json`` (unless ``--no-write-state``) is
     written on a timer, at most once a second, and on ``shutdown()``.
+
+    The state file also keeps the column spec the state was rendered with
+    (``colSpec``) and the track data spec (``trackDataSpec``), as the
+    manifest spells them; the original framework ignores these keys. After
+    ``-s FILE`` they are in ``resumed_column_spec`` and
+    ``resumed_track_data_spec`` (None for a file without them), so a plugin
+    whose columns depend on its data can go on showing the resumed state
+    until it has data of its own (an extension of this framework: plugins
+    read them with ``getattr(self, "resumed_column_spec", None)``).
     """
 
     def __init__(self, args: Namespace | None = None, extra_args: list[str] | None = None):
         self._analyser: Any = _NOT_CREATED
         self.recorder = None
+        #: Column spec (manifest ``colSpec`` form) of the ``-s`` state file, or None.
+        self.resumed_column_spec: list[list[str]] | None = None
+        #: Track data spec of the ``-s`` state file, or None.
+        self.resumed_track_data_spec: list[str] | None = None
         super().__init__(args, extra_args)
         self.state = self._getInitialState()
         self._compressor = StateCompressor()
@@ -243,6 +256,8 @@ class BaseService(AbstractService):
         self._poll_loop: task.LoopingCall | None = None
         self._state_file: state_store.ThrottledStateFile | None = None
         self._recorded_colspec: list | None = None
+        #: The column spec of ``self.state`` (kept in the state file), None until known.
+        self._state_colspec: list | None = None
         if not getattr(self.args, "no_write_state", False):
             self._state_file = state_store.ThrottledStateFile(
                 os.path.join(state_store.state_dir(), f"{self.uuid}.json"), self._stateFileText)
@@ -376,6 +391,8 @@ class BaseService(AbstractService):
         path = getattr(self.args, "initial_state", None)
         if path:
             state = state_store.load_state(path)
+            self.resumed_column_spec, self.resumed_track_data_spec = \
+                state_store.pop_specs(state)
             state.setdefault("messages", [])
             state.setdefault("cars", [])
             state.setdefault("session", initial_state()["session"])
@@ -388,11 +405,20 @@ class BaseService(AbstractService):
             self._state_file.changed(self.clock)
 
     def _stateFileText(self) -> str:
-        """The state file's JSON: the text compressed for publishing when it is of this state."""
+        """The state file's JSON: the text compressed for publishing when it is of this state,
+        with the column and track data specs added (``state_store.with_specs``)."""
         try:
-            return self._compressor.json_of(self.state)
+            text = self._compressor.json_of(self.state)
         except TypeError:  # objects JSON does not know: written as their str()
-            return state_store.json_text(self.state)
+            text = state_store.json_text(self.state)
+        colspec = self._state_colspec
+        try:
+            track_data_spec = list(self.getTrackDataSpec())
+        except Exception:
+            track_data_spec = None
+        return state_store.with_specs(
+            text, [colspec_entry(column) for column in colspec] if colspec is not None else None,
+            track_data_spec)
 
     # ----- update cycle ----------------------------------------------------------
 
@@ -441,14 +467,16 @@ class BaseService(AbstractService):
         new_state["highlight"] = [message[4] for message in new_messages
                                   if len(message) > 4 and message[4] is not None]
         self.state = new_state
-        self._saveState()
         timestamp = self.clock.seconds()
-        if self.analyser is None and self.recorder is None:
-            return True
-        try:
-            colspec = self.getColumnSpec()
-        except Exception:
-            self.log.failure("getColumnSpec() failed; update not analysed or recorded")
+        colspec = None
+        if self.analyser is not None or self.recorder is not None or self._state_file is not None:
+            try:
+                colspec = self.getColumnSpec()
+            except Exception:
+                self.log.failure("getColumnSpec() failed; update not analysed or recorded")
+        self._state_colspec = colspec
+        self._saveState()
+        if colspec is None:
             return True
         if self.analyser is not None:
             try:

@@ -4,6 +4,12 @@ The state file is for resuming (``-s``), not for clients, so it is written at
 most once a second on the reactor clock (``ThrottledStateFile``) rather than
 inside every update; shutdown writes the last state. A process killed
 outright loses at most the last second.
+
+Format: the state object (``cars``, ``session``, ``messages``, ``highlight``)
+plus, from this framework, ``colSpec`` (the columns the cars were rendered
+with, as in the manifest) and ``trackDataSpec``. The original framework reads
+the file as a state and ignores the two extra keys; files without them (the
+original's) load here too.
 """
 
 from __future__ import annotations
@@ -74,6 +80,45 @@ def load_state(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"initial state file {path} does not hold a state object")
     return state
+
+
+#: Keys of a state file that describe the state rather than belong to it.
+SPEC_KEYS = ("colSpec", "trackDataSpec")
+
+
+def with_specs(state_text: str, colspec: list[list[str]] | None,
+               track_data_spec: list[str] | None) -> str:
+    """A state's JSON object text with ``colSpec`` and ``trackDataSpec`` added (those not None).
+
+    The state's text is reused as it is (it is the text compressed for
+    publishing); the specs are appended before its closing brace.
+    """
+    extra = [f'"{key}":{json_text(value)}' for key, value in
+             zip(SPEC_KEYS, (colspec, track_data_spec), strict=True) if value is not None]
+    if not extra or not state_text.endswith("}"):
+        return state_text
+    body = state_text[:-1].rstrip()
+    separator = "" if body == "{" else ","
+    return body + separator + ",".join(extra) + "}"
+
+
+def pop_specs(state: dict) -> tuple[list[list[str]] | None, list[str] | None]:
+    """Take ``colSpec`` and ``trackDataSpec`` out of a loaded state file.
+
+    Returns them (None for one missing or malformed: ``colSpec`` must be a
+    list of lists of strings, ``trackDataSpec`` a list of strings); the state
+    is left with its own keys only.
+    """
+    colspec = state.pop("colSpec", None)
+    track_data_spec = state.pop("trackDataSpec", None)
+    if not (isinstance(colspec, list) and all(
+            isinstance(column, list) and column and all(isinstance(part, str) for part in column)
+            for column in colspec)):
+        colspec = None
+    if not (isinstance(track_data_spec, list)
+            and all(isinstance(heading, str) for heading in track_data_spec)):
+        track_data_spec = None
+    return colspec, track_data_spec
 
 
 class ThrottledStateFile:

@@ -11,6 +11,11 @@ livetiming-core alike. Data flow for each upstream frame:
    per ``--publish-interval``; laps, pit stops, flags and session changes urgently, within
    about 50 ms, where the framework supports it); the update calls ``getRaceState()``, which
    renders the model as CTD.
+
+Resumed with ``-s``, the service shows the saved state (cars, session, columns) until the feed
+has a session of its own, instead of the feed's still empty model; this needs the column spec the
+framework keeps in the state file (``resumed_column_spec``, this project's core only; on the
+original framework the service starts from the empty model, as that framework's plugins do).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from livetiming.messages import TimingMessage
+from livetiming.racing import Stat
 from livetiming.service import BaseService, DuePublisher
 from livetiming.service.plugins.carobama import ctd
 from livetiming.service.plugins.carobama.capture import CaptureWriter, redact_url
@@ -50,6 +56,58 @@ URGENT_EVENTS = frozenset({
     EventKind.LAP, EventKind.PIT_IN, EventKind.PIT_OUT, EventKind.FLAG, EventKind.DRIVER_CHANGE,
     EventKind.SESSION_CHANGE, EventKind.SESSION_STATE, EventKind.SESSION_END,
 })
+
+
+class ResumedDisplay:
+    """The state a service restarted with ``-s`` saved: shown until the feed has a session.
+
+    ``columns`` and ``track_data_spec`` are the specs the saved state was rendered with,
+    ``cars`` and ``session`` its table and session block.
+    """
+
+    def __init__(self, columns: list, track_data_spec: list[str], cars: list, session: dict):
+        self.columns = columns
+        self.track_data_spec = track_data_spec
+        self.cars = cars
+        self.session = session
+
+    @classmethod
+    def of(cls, service: Any) -> ResumedDisplay | None:
+        """What ``service`` resumed, or None: no ``-s``, a framework that keeps no specs in the
+        state file, no cars, or rows that do not fit the saved columns."""
+        # Both are extensions of this project's core; the original framework has neither.
+        columns = getattr(service, "resumed_column_spec", None)
+        track_data_spec = getattr(service, "resumed_track_data_spec", None)
+        state = getattr(service, "state", None)
+        if not columns or track_data_spec is None or not isinstance(state, dict):
+            return None
+        cars = state.get("cars")
+        if not cars or not isinstance(cars, list) or any(
+                not isinstance(car, list) or len(car) != len(columns) for car in cars):
+            return None
+        session = state.get("session")
+        return cls([_exact_column(column) for column in columns], list(track_data_spec), cars,
+                   dict(session) if isinstance(session, dict) else {})
+
+    def race_state(self, feed_text: str, connection: dict[str, Any]) -> dict:
+        """The saved cars and session, with the feed's health in ``connection`` and in the
+        ``Feed`` track data value."""
+        session = dict(self.session)
+        track_data = list(session.get("trackData") or [])
+        if self.track_data_spec[-1:] == ["Feed"] \
+                and len(track_data) == len(self.track_data_spec):
+            track_data[-1] = feed_text
+            session["trackData"] = track_data
+        session["connection"] = connection
+        return {"cars": [list(car) for car in self.cars], "session": session}
+
+
+def _exact_column(column: list) -> Stat | tuple:
+    """A saved column as the ``Stat`` with exactly that tuple, else the raw tuple."""
+    try:
+        return Stat(tuple(column))
+    except ValueError:
+        return tuple(column)
 
 
 def set_log_context(**fields: Any) -> None:
@@ -130,6 +188,8 @@ class Service(DuePublisher, BaseService):
         # The original framework's set_due_publish() takes no argument; ours accepts urgent=True.
         self._urgent_supported = "urgent" in inspect.signature(self.set_due_publish).parameters
         self.feed = make_feed(self.options)
+        #: The ``-s`` state, shown until the feed has a session (None: show the feed's model).
+        self._resumed = ResumedDisplay.of(self)
         self._queued_messages: list[list] = []
         self._message_generator = QueuedMessages(self._queued_messages)
         self._published_laps: dict[str, int] = {}
@@ -269,10 +329,20 @@ class Service(DuePublisher, BaseService):
         return ctd.description(self.feed.model) or "Waiting for the upstream feed"
 
     def getColumnSpec(self) -> list:
-        return ctd.column_spec(self.feed.model)
+        resumed = self._showing_resumed()
+        return resumed.columns if resumed is not None else ctd.column_spec(self.feed.model)
 
     def getTrackDataSpec(self) -> list[str]:
+        resumed = self._showing_resumed()
+        if resumed is not None:
+            return list(resumed.track_data_spec)
         return list(ctd.track_data_spec(self.feed.model)) + ["Feed"]
+
+    def _showing_resumed(self) -> ResumedDisplay | None:
+        """The resumed state while the feed has no session yet; dropped for good once it has."""
+        if self._resumed is not None and self.feed.model.session.generation:
+            self._resumed = None
+        return self._resumed
 
     def getPollInterval(self) -> float:
         return self.min_publish_interval
@@ -295,8 +365,11 @@ class Service(DuePublisher, BaseService):
             entry.last_lap_is_new = laps != self._published_laps.get(entry.key, laps)
             self._published_laps[entry.key] = laps
         now = self._now()
-        session = ctd.session(model, now)
         summary = self.connection_summary(now)
+        resumed = self._showing_resumed()
+        if resumed is not None:
+            return resumed.race_state(self._connection_text(summary), summary)
+        session = ctd.session(model, now)
         session["trackData"] = list(session.get("trackData", [])) + [self._connection_text(summary)]
         session["connection"] = summary
         return {"cars": ctd.cars(model, self.getColumnSpec()), "session": session}
