@@ -188,13 +188,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="time scale when serving (1 = real time, 0 = as fast as possible)")
     parser.add_argument("--start-at", type=float, default=0.0, help="skip frames before this second")
     parser.add_argument("--port", type=int, default=0, help="serve on this loopback port (0: any)")
-    parser.add_argument("--out", type=Path, default=None, help="write a capture file instead of serving")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write a capture file instead of serving ('-': to stdout)")
     parser.add_argument("--sent-log", type=Path, default=None,
                         help="emperor: log when each lap-completing frame is sent (JSON lines)")
     args = parser.parse_args(argv)
     try:
         load = _load_from(args)
         if args.out is not None:
+            if str(args.out) == "-":  # a stream for another process (the endurance benchmark)
+                sim = load._simulator()
+                write_capture(sim.frames(), sys.stdout, sim.header())
+                return 0
             count = load.write(args.out)
             print(f"wrote {count:,} frames to {args.out}", file=sys.stderr)
             return 0

@@ -292,20 +292,41 @@ def test_analysis_state_is_saved_as_json_and_resumed_by_the_same_uuid(tmp_path):
     assert resumed.analyser.get_current_state()["stint"]["1"] == before["stint"]["1"]
 
 
-def test_saves_are_atomic_and_throttled_to_one_a_minute(tmp_path, monkeypatch):
-    service, _sink = make_scripted()
+def _counted_writes(monkeypatch) -> list:
     writes = []
     from livetiming.recording import tools
 
     real = tools.write_json_atomically
     monkeypatch.setattr(tools, "write_json_atomically",
                         lambda path, data: writes.append(path) or real(path, data))
-    service.cars = [car("1")]
-    for t in range(0, 200):
-        service.cars[0][6] = t
+    return writes
+
+
+def test_quiet_saves_are_atomic_and_throttled_to_one_a_minute(tmp_path, monkeypatch):
+    service, _sink = make_scripted()
+    writes = _counted_writes(monkeypatch)
+    service.cars = [car("1", laps=3)]
+    service.at(0)
+    writes.clear()
+    for t in range(1, 200):  # only the clock moves
         service.at(t)
     assert 2 <= len(writes) <= 4
     assert not [p for p in os.listdir(tmp_path / "analysis") if p.endswith(".tmp")]
+
+
+def test_a_lap_is_saved_within_seconds_and_saves_are_coalesced(tmp_path, monkeypatch):
+    from livetiming.analysis import SOON_SAVE_INTERVAL
+
+    service, _sink = make_scripted()
+    writes = _counted_writes(monkeypatch)
+    service.cars = [car("1")]
+    for t in range(0, 200):  # a lap every second
+        service.cars[0][6] = t
+        service.at(t)
+    assert len(writes) <= 200 / SOON_SAVE_INTERVAL + 1
+    service.clock.advance(SOON_SAVE_INTERVAL + 1)  # no update: the save runs on its own timer
+    resumed, _sink = make_scripted()  # as after a SIGKILL: only what is on disk
+    assert resumed.analyser.get_current_state()["session"]["leaderLap"] == 199
 
 
 def test_no_write_state_keeps_analysis_in_memory_only(tmp_path):

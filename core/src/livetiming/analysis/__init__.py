@@ -21,8 +21,15 @@ How it differs from the original framework, on purpose:
   becomes ``FIN`` (see ``model.py`` for all rules; lap detection needs the
   ``Laps`` or ``Last`` column to change).
 * Its state is saved as JSON (atomically) to
-  ``$LIVETIMING_ANALYSIS_DIR/<uuid>.json`` at most once a minute and on
-  shutdown, and resumed when a service with the same uuid starts. No pickle.
+  ``$LIVETIMING_ANALYSIS_DIR/<uuid>.json`` and resumed when a service with
+  the same uuid starts. No pickle. A committed second that changed anything
+  (a lap, a stint, a flag, a message ...) is saved soon, on a timer of its
+  own (never inside an update), coalesced to at most one save every
+  ``SOON_SAVE_INTERVAL`` seconds, or ``SAVE_COST_FACTOR`` times the last
+  save's duration when that is longer (a long race's big state costs the
+  reactor at most 1/``SAVE_COST_FACTOR`` of its time); otherwise once a
+  minute; and on shutdown. A process killed outright loses at most the last
+  few seconds of analysis.
 * Timestamps are whole Unix seconds.
 * After a start with no saved state, or a ``reset()`` (new session), the
   first second takes in every message the state shows (as the offline
@@ -44,8 +51,12 @@ from livetiming.analysis.model import AnalysisModel, Car, Changes, Stint, cell_v
 from livetiming.racing import FlagStatus, Stat
 
 ANALYSIS_PUBLISH_INTERVAL = 60
-#: Seconds between saves of the analysis state while the service runs.
+#: Seconds between saves of the analysis state while nothing but the time changes.
 SAVE_INTERVAL = 60
+#: Seconds at least between the saves that follow changes (laps, stints, flags, messages).
+SOON_SAVE_INTERVAL = 2.0
+#: After a save taking ``d`` seconds, the next one waits at least ``SAVE_COST_FACTOR * d``.
+SAVE_COST_FACTOR = 50
 #: Minimum seconds between two full dumps triggered by ``publish_all``.
 PUBLISH_ALL_INTERVAL = 1.0
 STATE_FORMAT = "livetiming-analysis-state"
@@ -243,7 +254,9 @@ class Analyser:
         self._last_publish_all: float | None = None
         self._publish_all_call = None
         self._last_save: float | None = None
-        self._dirty_since_save = False
+        self._save_call = None
+        #: Seconds at least between two saves after changes (grows with the cost of a save).
+        self._soon_save_gap = SOON_SAVE_INTERVAL
         if self.persist:
             self._load()
 
@@ -337,15 +350,40 @@ class Analyser:
         model.apply(pending.second, pending.rows, pending.flag, new_messages, changes,
                     pending.static_indexes)
         model.last_messages = pending.state_messages
-        self._dirty_since_save = True
         if changes is not None:
             self._queue_changes(changes)
         if self.persist:
-            now = self._now()
-            if self._last_save is None:
-                self._last_save = now
-            elif now - self._last_save >= SAVE_INTERVAL:
+            self._schedule_save(changes is not None and changes.any())
+
+    def _schedule_save(self, soon: bool) -> None:
+        """Have the state saved: ``soon`` (something changed) or within ``SAVE_INTERVAL``.
+
+        The save runs on its own timer, never in the caller (an update may be
+        the caller); without a clock (offline use) it runs in the caller, once
+        a minute at most.
+        """
+        now = self._now()
+        if self._last_save is None and not soon:
+            self._last_save = now  # the minute starts now
+        last = self._last_save
+        due = now if last is None else last + (self._soon_save_gap if soon else SAVE_INTERVAL)
+        if self.clock is None:
+            if due <= now:
                 self._save()
+            return
+        call = self._save_call
+        if call is not None and call.active():
+            if call.getTime() <= due:
+                return
+            call.cancel()
+        self._save_call = self.clock.callLater(max(0.0, due - now), self._save_from_timer)
+
+    def _save_from_timer(self) -> None:
+        self._save_call = None
+        try:
+            self._save()
+        except Exception:
+            self.log.failure("Saving the analysis state failed")
 
     # ----- publishing --------------------------------------------------------------
 
@@ -447,6 +485,9 @@ class Analyser:
     def _save(self) -> None:
         from livetiming.recording.tools import write_json_atomically
 
+        if self._save_call is not None and self._save_call.active():
+            self._save_call.cancel()
+        self._save_call = None
         started = time.monotonic()
         path = self._state_file()
         try:
@@ -459,10 +500,10 @@ class Analyser:
         except (OSError, ValueError, TypeError) as error:
             self.log.warn("Could not save analysis state to {path}: {error}", path=path, error=error)
             return
+        took = time.monotonic() - started
         self._last_save = self._now()
-        self._dirty_since_save = False
-        self.log.debug("Analysis state saved to {path} in {secs:.3f} s", path=path,
-                       secs=time.monotonic() - started)
+        self._soon_save_gap = max(SOON_SAVE_INTERVAL, SAVE_COST_FACTOR * took)
+        self.log.debug("Analysis state saved to {path} in {secs:.3f} s", path=path, secs=took)
 
     def _load(self) -> None:
         path = self._state_file()

@@ -537,3 +537,8 @@ class Changes:
         self.car_messages: set[str] = set()
         #: Cars seen for the first time (every per-car key is published for them).
         self.cars_full: set[str] = set()
+
+    def any(self) -> bool:
+        """True when the second changed anything analysis publishes."""
+        return bool(self.static or self.driver or self.session or self.messages or self.laps
+                    or self.stints or self.car_messages or self.cars_full)
