@@ -11,9 +11,11 @@ PostgreSQL too under ``--soak`` when the shared server answers) and the raw jour
   than before;
 * the restarted service publishes, within 30 s, a state with at least the laps of the state file
   the killed one left, and no state after it shows fewer; the analysis state file is loaded again
-  with at least the laps it had. (The very first state is counted when it shows fewer laps: the
-  framework's first update renders the feed's still empty model over the resumed state until the
-  feed has the upstream's snapshot; see docs/RELIABILITY.md §4.)
+  with at least the laps it had, and even the very first state shows the saved laps (the
+  service publishes the resumed state until the feed has the upstream's snapshot).
+
+The analysis saves within seconds of a lap, so at the end it knows every lap of the race although
+runs were killed between its saves.
 
 The replay of each restart begins at the last snapshot (``200``) before the first frame the
 database did not commit, as the manager sends a snapshot on connect (the upstream does not lose
@@ -150,6 +152,7 @@ class KillLoop:
                              "--start-at", str(start_at))
         resume = ["-s", str(self.state_file)] if self.state_file.exists() else ["--uuid", UUID]
         before = self.saved_laps()
+        self.analysis_saved = self.analysis_file.exists()  # the service saves its own soon
         began = time.monotonic()
         self.service = ServiceProcess(
             "carobama", "--url", self.replay.url, "--publish-interval", "0.2", *resume,
@@ -185,7 +188,7 @@ class KillLoop:
         first = laps_in_state(states[0], self.laps_column)
         self.first_state_behind += any(first.get(car, 0) < laps for car, laps in before.items())
         self.resume_seconds.append(time.monotonic() - began)
-        if self.analysis_file.exists():
+        if self.analysis_saved:
             self.service.wait_for_line(r"Resumed analysis from", timeout=30)
         return {car: max(laps, before.get(car, 0)) for car, laps in shown.items()}
 
@@ -277,6 +280,8 @@ def run_kill_loop(loop: KillLoop, kills: int, seed: int, figures, most: float = 
     figures["laps_committed_after_each_stop"] = loop.laps_at_kills
     figures["restarts_whose_first_state_was_behind"] = loop.first_state_behind
     figures["analysis_laps_at_end"] = loop.analysis_before
+    assert loop.first_state_behind == 0, "a restart's first published state had fewer laps than saved"
+    assert loop.analysis_before == figures["laps_in_truth"], "laps missing from the analysis"
 
 
 @pytest.mark.timeout(600)
