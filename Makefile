@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml core/pyproject.toml
+$(STAMP): pyproject.toml core/pyproject.toml core/setup.py core/src/livetiming/service/_lzstring.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ./core

@@ -12,11 +12,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livetiming.service.lzstring_utf16 import compress_to_utf16, decompress_from_utf16
+from livetiming.service import lzstring_utf16
+from livetiming.service.lzstring_utf16 import (
+    compress_to_utf16,
+    compress_to_utf16_python,
+    decompress_from_utf16,
+)
 from tests.support.processes import REPO
 from tests.unit.lzstring_reference import reference_compress_to_utf16
 
 JS = REPO / "tests" / "js"
+
+#: Both compressors must give the clients' payload to the character: the Python one and, where
+#: it was built (a C compiler at install), the C one that ``compress_to_utf16`` then is.
+COMPRESSORS = [pytest.param(compress_to_utf16_python, id="python")]
+if lzstring_utf16.COMPRESSOR == "c":
+    COMPRESSORS.append(pytest.param(compress_to_utf16, id="c"))
+each_compressor = pytest.mark.parametrize("compress", COMPRESSORS)
 
 
 def js_compress(texts: list[str]) -> list[str]:
@@ -42,30 +54,34 @@ def samples() -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_output_is_identical_to_javascript_lz_string():
+@each_compressor
+def test_output_is_identical_to_javascript_lz_string(compress):
     texts = samples()
     expected = js_compress(texts)
     for text, reference in zip(texts, expected, strict=True):
-        assert compress_to_utf16(text) == reference, text[:40]
+        assert compress(text) == reference, text[:40]
 
 
-def test_matches_the_python_port_and_round_trips():
+@each_compressor
+def test_matches_the_python_port_and_round_trips(compress):
     port = lzstring.LZString()
     for text in samples():
         if max(text) <= "\uffff":
-            assert compress_to_utf16(text) == port.compressToUTF16(text)
-        assert decompress_from_utf16(compress_to_utf16(text)) == text
+            assert compress(text) == port.compressToUTF16(text)
+        assert decompress_from_utf16(compress(text)) == text
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=400))
-def test_round_trip_of_any_text(text):
-    packed = compress_to_utf16(text)
+@each_compressor
+def test_round_trip_of_any_text(compress, text):
+    packed = compress(text)
     assert decompress_from_utf16(packed) == (text if text else None)
 
 
-def test_empty_input():
-    assert compress_to_utf16("") == ""
+@each_compressor
+def test_empty_input(compress):
+    assert compress("") == ""
     assert decompress_from_utf16("") is None
 
 
@@ -77,25 +93,29 @@ JSON_ALPHABET = st.sampled_from(list('{}[]",:0123456789.-abcdefgRUNPIT ') + ["\\
 
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=600))
-def test_identical_to_the_reference_for_any_text(text):
-    assert compress_to_utf16(text) == reference_compress_to_utf16(text)
+@each_compressor
+def test_identical_to_the_reference_for_any_text(compress, text):
+    assert compress(text) == reference_compress_to_utf16(text)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(JSON_ALPHABET, min_size=1, max_size=3000).map("".join))
-def test_identical_to_the_reference_and_the_port_for_json_like_text(text):
+@each_compressor
+def test_identical_to_the_reference_and_the_port_for_json_like_text(compress, text):
     expected = reference_compress_to_utf16(text)
-    assert compress_to_utf16(text) == expected
+    assert compress(text) == expected
     assert lzstring.LZString().compressToUTF16(text) == expected
 
 
-def test_identical_when_codes_are_wider_than_16_bits():
+@each_compressor
+def test_identical_when_codes_are_wider_than_16_bits(compress):
     rng = random.Random(8)
     text = "".join(chr(rng.randrange(0x4E00, 0x4E40)) for _ in range(150_000))
-    assert compress_to_utf16(text) == reference_compress_to_utf16(text)
+    assert compress(text) == reference_compress_to_utf16(text)
 
 
-def test_identical_for_framework_states():
+@each_compressor
+def test_identical_for_framework_states(compress):
     from livetiming.service.compression import state_json
 
     rng = random.Random(5)
@@ -106,4 +126,10 @@ def test_identical_for_framework_states():
                  "session": {"flagState": "green", "timeElapsed": cars}, "messages": [],
                  "highlight": []}
         text = state_json(state)
-        assert compress_to_utf16(text) == reference_compress_to_utf16(text)
+        assert compress(text) == reference_compress_to_utf16(text)
+
+
+def test_the_c_compressor_is_built_where_a_compiler_is():
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the Python compressor is used")
+    assert lzstring_utf16.COMPRESSOR == "c", "the optional _lzstring extension was not built"

@@ -6,10 +6,11 @@ dictionary, variable-width codes written least-significant bit first, 15 bits
 per output character offset by 32); the compressor is arranged for CPython:
 phrases are integer keys (one integer lookup per input character), each code
 written is a precomputed bit string, and the bits become characters with a
-few whole-integer operations at the end. That makes a 40-car state about 1 ms
-(the published Python port: about 13 ms). ``tests/unit/test_lzstring_utf16.py``
-checks it against the JavaScript library, the PyPI port and the previous,
-simpler implementation (``tests/unit/lzstring_reference.py``).
+few whole-integer operations at the end. That makes a 40-car state about 1-4 ms
+(the published Python port: about 13 ms). The same compressor in C (``_lzstring.c``,
+an optional extension built at install) takes about 0.1 ms and is used when present.
+``tests/unit/test_lzstring_utf16.py`` checks both against the JavaScript library, the PyPI
+port and the previous, simpler implementation (``tests/unit/lzstring_reference.py``).
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def _pack_utf16(bits: str) -> str:
     return value.to_bytes(16 * blocks, "big")[2 * (8 * blocks - count):].decode("utf-16-be")
 
 
-def compress_to_utf16(text: str) -> str:
-    """Compress ``text`` exactly as JavaScript ``LZString.compressToUTF16`` does.
+def compress_to_utf16_python(text: str) -> str:
+    """Compress ``text`` exactly as JavaScript ``LZString.compressToUTF16`` does (in Python).
 
     Phrases are integers, not strings: single characters are looked up by code unit in a
     list, and the phrase "``w`` followed by ``c``" is keyed ``code(w) << 16 | c`` in a dict.
@@ -166,6 +167,17 @@ def compress_to_utf16(text: str) -> str:
         table = _code_table(num_bits)
     append(table[2])  # end of stream
     return _pack_utf16("".join(parts)) + " "
+
+
+try:  # the same compressor in C (``_lzstring.c``), built when a compiler was there at install
+    from livetiming.service._lzstring import compress_to_utf16 as _compress_in_c
+except ImportError:  # pragma: no cover - depends on the build
+    _compress_in_c = None
+
+#: ``LZString.compressToUTF16``: the C compressor when it was built, else the Python one.
+compress_to_utf16 = _compress_in_c or compress_to_utf16_python
+#: Which compressor ``compress_to_utf16`` is ("c" or "python"), for benchmarks and logs.
+COMPRESSOR = "c" if _compress_in_c is not None else "python"
 
 
 def _join_code_units(parts: list[str]) -> str:
