@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Row, add_common_args, finish  # noqa: E402
-from bench.states import EPOCH, LastPublished  # noqa: E402
+from bench.states import EPOCH, carobama_service  # noqa: E402
 
 NAME = "bench_endurance"
 HOURS = (1, 6, 12, 24)
@@ -71,31 +70,18 @@ def rss_mb() -> float:
 
 def make_service(folder: Path):
     """The carobama service in this process, everything on, on a task.Clock, publishing to a sink."""
-    from twisted.internet import task
-
     import livetiming.analysis
-    from livetiming.service import parse_args
-    from livetiming.service.plugins.carobama.service import Service
 
     # Live, the analysis saves within seconds of a lap (at most 2 % of the reactor); at hundreds
     # of times real time that alone would take the whole run, so here it saves once a race minute.
     livetiming.analysis.SOON_SAVE_INTERVAL = SAVE_EVERY
-    for kind in ("state", "log", "analysis", "recordings", "data"):
-        os.environ[f"LIVETIMING_{kind.upper()}_DIR"] = str(folder / kind)
-    args, extra = parse_args(["carobama", "--uuid", "endurance", "-r", str(folder / "race24.zip"),
-                              "--url", "ws://127.0.0.1:9/api/race-control",
-                              "--database", f"sqlite:///{folder / 'race24.db'}"])
-    service = Service(args, extra)
+    service = carobama_service(folder, uuid="endurance")
     # One publication per PUBLISH_EVERY race seconds, laps included (see the module docstring).
     service.min_publish_interval = service.urgent_publish_interval = PUBLISH_EVERY
     if service.store is not None:
         # Live, the writer commits every 0.5 s: a handful of frames. Here 0.5 s of wall time is
         # minutes of race, so it commits as often as it can to hold what it holds live.
         service.store.writer.flush_interval = 0.01
-    service.clock = task.Clock()
-    service.clock.advance(EPOCH)
-    service.sink = LastPublished()
-    service.add_publisher(service.sink)
     return service
 
 

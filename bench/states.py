@@ -186,3 +186,41 @@ def replayed_service(states: list[dict], argv: list[str], uuid: str = "bench") -
     service.sink = LastPublished()
     service.add_publisher(service.sink)
     return service
+
+
+def carobama_service(folder, uuid: str = "bench", database: bool = True):
+    """The real carobama service in this process, everything on, on a ``task.Clock`` at ``EPOCH``.
+
+    Recording (``-r``), analysis and (with ``database``) a SQLite store under ``folder``; its
+    directories pointed at ``folder`` too; it publishes to ``service.sink`` (a ``LastPublished``).
+    Frames go in through ``service._on_frame(text, t)``, as from its upstream connection.
+    """
+    import os
+
+    from livetiming.service.plugins.carobama.service import Service
+
+    for kind in ("state", "log", "analysis", "recordings", "data"):
+        os.environ[f"LIVETIMING_{kind.upper()}_DIR"] = str(folder / kind)
+    argv = ["carobama", "--uuid", uuid, "-r", str(folder / f"{uuid}.zip"),
+            "--url", "ws://127.0.0.1:9/api/race-control"]
+    if database:
+        argv += ["--database", f"sqlite:///{folder / f'{uuid}.db'}"]
+    args, extra = parse_args(argv)
+    service = Service(args, extra)
+    service.clock = task.Clock()
+    service.clock.advance(EPOCH)
+    service.sink = LastPublished()
+    service.add_publisher(service.sink)
+    return service
+
+
+def play_into(service, frames, on_frame=None) -> None:
+    """Hand ``(t, text)`` frames to an in-process carobama ``service``, its clock following them."""
+    clock, receive = service.clock, service._on_frame
+    for t, text in frames:
+        target = EPOCH + t
+        if target > clock.seconds():
+            clock.advance(target - clock.seconds())
+        receive(text, t)
+        if on_frame is not None:
+            on_frame(t)

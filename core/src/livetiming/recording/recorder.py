@@ -145,6 +145,9 @@ class TimingRecorder:
     file of the recording.
     """
 
+    #: ``writeState`` takes the state's JSON text (``text=``) made for publishing.
+    accepts_state_text = True
+
     def __init__(self, recordFile: str | os.PathLike, fsync_interval: float = FSYNC_INTERVAL):
         path = os.fspath(recordFile)
         if not path.endswith(".zip"):
@@ -260,21 +263,25 @@ class TimingRecorder:
         self._colspec = payload
         self._journal.append(f"colspec-{self._second(timestamp):011d}.json", payload)
 
-    def writeState(self, state: dict, timestamp: float | None = None) -> None:
-        """Record ``state`` as the frame of the second of ``timestamp`` (default: now)."""
+    def writeState(self, state: dict, timestamp: float | None = None, text: str | None = None) -> None:
+        """Record ``state`` as the frame of the second of ``timestamp`` (default: now).
+
+        ``text``, when given, is the state's compact ASCII JSON (``dumps(state)``) already made
+        for publishing: the recorder then copies and stores the state from it.
+        """
         if self.closed or self._journal is None:
             return
         second = self._second(timestamp)
         if self._current_second is not None and second > self._current_second:
             self._basis = self._current_state
             self._basis_since_key = self._current_since_key
-        snapshot = snapshot_state(state)
+        snapshot = snapshot_state(state) if text is None else json.loads(text)
         frame = None
         if self._basis is not None and self._basis_since_key + 1 < INTRA_FRAMES:
             frame = intra_frame(self._basis, snapshot)
         if frame is None:
             name = f"{second:011d}.json"
-            payload = dumps(snapshot)
+            payload = dumps(snapshot) if text is None else text
             since_key = 0
         else:
             name = f"{second:011d}i.json"

@@ -373,7 +373,14 @@ class BaseService(AbstractService):
         if note_colspec is not None and colspec != self._recorded_colspec:
             note_colspec([colspec_entry(column) for column in colspec], timestamp)
             self._recorded_colspec = list(colspec)
-        recorder.writeState(state, timestamp)
+        if getattr(recorder, "accepts_state_text", False):
+            try:
+                text = self._compressor.json_text(state)  # made once, published after
+            except (TypeError, ValueError):
+                text = None
+            recorder.writeState(state, timestamp, text=text)
+        else:
+            recorder.writeState(state, timestamp)
 
     def has_analysis(self) -> bool:
         return self.analyser is not None

@@ -38,10 +38,20 @@ class StateCompressor:
         self._last_json: str | None = None
         self._last_payload: str | None = None
         self._last_state: Any = None
+        self._text_state: Any = None
+        self._text = ""
+
+    def json_text(self, state: Any) -> str:
+        """``state_json(state)``, made once per state object (the recorder and the compressor
+        both need it in the same update)."""
+        if state is not self._text_state:
+            self._text = state_json(state)
+            self._text_state = state
+        return self._text
 
     def compress(self, state: Any) -> str:
         """The compressed payload for ``state``."""
-        text = state_json(state)
+        text = self.json_text(state)
         if text != self._last_json:
             self._last_payload = compress_to_utf16(text)
             self._last_json = text
