@@ -18,7 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, Row  # noqa: E402
+from bench.common import DOC, REPO, Row, commit, machine  # noqa: E402
+
+#: docs/BENCHMARKS.md keeps the table of the latest full run between these two lines.
+LATEST_BEGIN, LATEST_END = "<!-- latest make bench -->", "<!-- /latest make bench -->"
 
 #: In the order they run (the quiet, in-process ones first, the real-time ones last).
 BENCHMARKS = ("bench_ingest", "bench_cycle", "bench_analysis", "bench_endurance", "bench_load",
@@ -48,6 +51,32 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def write_latest(rows: list[Row], seconds: float, measured_on: str) -> None:
+    """Put the table of this full run at the top of docs/BENCHMARKS.md (replacing the last one)."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [LATEST_BEGIN, f"## Latest `make bench`: {when}, commit {measured_on}", "",
+             f"Machine: {machine()}. All {len(BENCHMARKS)} benchmarks in their short form, "
+             f"{seconds / 60:.1f} minutes in all; each one's entry below has its method and every "
+             "figure.", "", "| figure | value | target | result |", "| --- | --- | --- | --- |"]
+    for row in rows:
+        if row.ok is None:
+            continue
+        value = f"{row.value:,.0f}" if abs(row.value) >= 1000 else f"{row.value:,.3g}"
+        lines.append(f"| {row.benchmark}: {row.figure} | {value} {row.unit} | {row.target} | "
+                     f"{'PASS' if row.ok else '**FAIL**'} |")
+    lines.append(LATEST_END)
+    text = DOC.read_text(encoding="utf-8")
+    if LATEST_BEGIN in text and LATEST_END in text:
+        head, rest = text.split(LATEST_BEGIN, 1)
+        tail = rest.split(LATEST_END, 1)[1]
+    else:
+        cut = text.find("\n## ")
+        cut = len(text) if cut < 0 else cut + 1
+        head, tail = text[:cut], text[cut:]
+    DOC.write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n\n" + tail.lstrip("\n"),
+                   encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks (all, or those named) and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -59,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     all_rows: list[Row] = []
     failed: list[str] = []
     started = time.monotonic()
+    measured_on = commit()
     with tempfile.TemporaryDirectory(prefix="bench-results-") as scratch:
         for index, name in enumerate(names, 1):
             print(f"\n[{index}/{len(names)}] {name} (elapsed {time.monotonic() - started:.0f} s)", flush=True)
@@ -73,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"\nno results from: {', '.join(failed)}")
     print(f"\n{sum(row.ok is True for row in all_rows)} targets met, {len(missed)} missed")
+    if not args.no_append and not args.only:
+        write_latest(all_rows, time.monotonic() - started, measured_on)
+        print(f"table written to the top of {DOC.relative_to(REPO)}")
     return 1 if missed or failed else 0
 
 

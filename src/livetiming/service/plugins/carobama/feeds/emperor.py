@@ -1167,6 +1167,7 @@ class EmperorFeed:
 
         sectors = self._completed_sectors(car, current, times[-1])
         top_speed = car.lap_vmax or None
+        at = self._chronological_slot(car, crossing)
         for index in range(count):
             newest = index == count - 1
             lap = Lap(
@@ -1179,8 +1180,12 @@ class EmperorFeed:
                 top_speed=top_speed if newest and not initial else None,
                 inferred=not newest,
             )
-            entry.laps.append(lap)
+            entry.laps.insert(at + index, lap)
             self._new_laps.append((car, lap, initial))
+        if at + count < len(entry.laps):  # older laps than some found before in this snapshot
+            for number, lap in enumerate(entry.laps, start=1):
+                lap.number = number
+            times[-1] = entry.laps[-1].time
         entry.last_lap = times[-1]
         entry.last_lap_is_new = not initial
         car.out_lap = False
@@ -1188,6 +1193,21 @@ class EmperorFeed:
         car.lap_vmax = 0.0
         if self._chequer_laps is not None and len(entry.laps) > self._chequer_laps.get(entry.key, _INF):
             entry.finished = True
+
+    def _chronological_slot(self, car: _Car, crossing: float | None) -> int:
+        """Where laps completed at ``crossing`` go in the car's list: at the end, except when laps
+        found earlier in this same update (not handed on yet) were completed later. That happens
+        when a snapshot shows a car's drivers after a swap (the new driver first, the one who
+        left in ``DisconnectedDrivers``): his laps go before his successor's."""
+        laps = car.entry.laps
+        slot = len(laps)
+        if crossing is None:
+            return slot
+        pending = {id(lap) for pending_car, lap, _initial in self._new_laps if pending_car is car}
+        while slot > 0 and id(laps[slot - 1]) in pending and (
+                laps[slot - 1].timestamp is None or laps[slot - 1].timestamp > crossing):
+            slot -= 1
+        return slot
 
     def _completed_sectors(self, car: _Car, current: dict, lap_time: float | None) -> list[float | None]:
         """Sector times of the lap that just ended.
