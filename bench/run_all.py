@@ -39,13 +39,16 @@ def run_one(name: str, results: Path, no_append: bool) -> tuple[list[Row], float
     return rows, time.monotonic() - started, status
 
 
+def targeted(rows: list[Row]) -> list[tuple[Row, str]]:
+    """The rows that have a target, each with its value as shown."""
+    return [(row, f"{row.value:,.0f}" if abs(row.value) >= 1000 else f"{row.value:,.3g}")
+            for row in rows if row.ok is not None]
+
+
 def table(rows: list[Row]) -> str:
     """The rows with a target as a fixed-width table."""
     lines = [f"{'figure':<72} {'value':>14}  {'target':<18} result", "-" * 114]
-    for row in rows:
-        if row.ok is None:
-            continue
-        value = f"{row.value:,.0f}" if abs(row.value) >= 1000 else f"{row.value:,.3g}"
+    for row, value in targeted(rows):
         lines.append(f"{row.figure[:72]:<72} {value + ' ' + row.unit[:5]:>14}  {row.target:<18} "
                      f"{'PASS' if row.ok else 'FAIL'}")
     return "\n".join(lines)
@@ -58,10 +61,7 @@ def write_latest(rows: list[Row], seconds: float, measured_on: str) -> None:
              f"Machine: {machine()}. All {len(BENCHMARKS)} benchmarks in their short form, "
              f"{seconds / 60:.1f} minutes in all; each one's entry below has its method and every "
              "figure.", "", "| figure | value | target | result |", "| --- | --- | --- | --- |"]
-    for row in rows:
-        if row.ok is None:
-            continue
-        value = f"{row.value:,.0f}" if abs(row.value) >= 1000 else f"{row.value:,.3g}"
+    for row, value in targeted(rows):
         lines.append(f"| {row.benchmark}: {row.figure} | {value} {row.unit} | {row.target} | "
                      f"{'PASS' if row.ok else '**FAIL**'} |")
     lines.append(LATEST_END)
