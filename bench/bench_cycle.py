@@ -83,7 +83,8 @@ def measure(cycles: int, warmup: int, cars: int, carobama_minutes: int = 6) -> l
     """Run every configuration over the same states and return the result rows."""
     states = race_states(START_SECOND + warmup + cycles, cars)[START_SECOND:]
     rows: list[Row] = []
-    saved = {name: os.environ.get(name) for name in ("LIVETIMING_STATE_DIR", "LIVETIMING_ANALYSIS_DIR")}
+    saved = {f"LIVETIMING_{kind}_DIR": os.environ.get(f"LIVETIMING_{kind}_DIR")
+             for kind in ("STATE", "ANALYSIS", "LOG", "RECORDINGS", "DATA")}
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as scratch:
         os.environ["LIVETIMING_STATE_DIR"] = os.path.join(scratch, "state")
         os.environ["LIVETIMING_ANALYSIS_DIR"] = os.path.join(scratch, "analysis")
@@ -177,9 +178,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed updates per configuration (default 3000, 600 with --quick)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed updates first")
     parser.add_argument("--cars", type=int, default=40)
+    parser.add_argument("--carobama-minutes", type=int, default=None,
+                        help="race minutes for the real carobama service (default 12, 6 with --quick)")
     args = parser.parse_args(argv)
     cycles = args.cycles or (600 if args.quick else 3000)
-    rows = measure(cycles, args.warmup, args.cars, carobama_minutes=6 if args.quick else 12)
+    minutes = args.carobama_minutes or (6 if args.quick else 12)
+    rows = measure(cycles, args.warmup, args.cars, carobama_minutes=minutes)
     method = (f"`bench/bench_cycle.py{' --quick' if args.quick else ''}`: {cycles} timed updates "
               f"(after {args.warmup} untimed) of a {args.cars}-car endurance race (bench/states.py, "
               "from minute 10) through `BaseService._updateAndPublishRaceState()` on a task.Clock, "

@@ -21,14 +21,21 @@ def test_race_states_are_deterministic_and_shaped_like_the_columns():
 
 
 def test_benchmark_reports_every_configuration(tmp_path, monkeypatch):
-    monkeypatch.delenv("LIVETIMING_STATE_DIR", raising=False)
+    kinds = ("STATE", "ANALYSIS", "LOG", "RECORDINGS", "DATA")
+    for kind in kinds:
+        monkeypatch.delenv(f"LIVETIMING_{kind}_DIR", raising=False)
     results = tmp_path / "cycle.json"
-    status = bench_cycle.main(["--cycles", "12", "--warmup", "3", "--no-append",
-                               "--results", str(results)])
+    status = bench_cycle.main(["--cycles", "12", "--warmup", "3", "--carobama-minutes", "3",
+                               "--no-append", "--results", str(results)])
     rows = json.loads(results.read_text())
     assert status in (0, 1)  # 1 only when a target is missed: not judged here
-    assert len(rows) == 3 * len(bench_cycle.CONFIGURATIONS)
+    # Three rows per configuration, the Python-compressor row, three for the carobama service.
+    assert len(rows) == 3 * len(bench_cycle.CONFIGURATIONS) + 1 + 3
     medians = [row for row in rows if row["figure"].endswith("median") and row["target"]]
-    assert [row["ok"] is not None for row in medians] == [True] * 3
-    assert all(row["unit"] == "ms" and row["value"] > 0 for row in rows)
-    assert "LIVETIMING_STATE_DIR" not in os.environ  # the benchmark restored the environment
+    assert len(medians) == len(bench_cycle.CONFIGURATIONS) + 1
+    assert all(row["ok"] is not None for row in medians)
+    assert all(row["value"] > 0 for row in rows)
+    carobama = [row for row in rows if "carobama" in row["figure"]]
+    assert carobama[-1]["unit"] == "cycles" and carobama[-1]["value"] > 100
+    for kind in kinds:  # the benchmark restored the environment
+        assert f"LIVETIMING_{kind}_DIR" not in os.environ
