@@ -125,18 +125,10 @@ def carobama_rows(minutes: int, scratch: str) -> list[Row]:
     from pathlib import Path
 
     from bench.load import EmperorLoad
-    from bench.states import carobama_service, play_into
+    from bench.states import carobama_service, play_into, time_updates
 
     service = carobama_service(Path(scratch) / "carobama", uuid="cycle-carobama")
-    cycles: list[tuple[float, float]] = []
-    update, perf = service._updateAndPublishRaceState, time.perf_counter
-
-    def timed_update() -> None:
-        started = perf()
-        update()
-        cycles.append((service.clock.seconds(), perf() - started))
-
-    service._updateAndPublishRaceState = timed_update
+    cycles = time_updates(service)
     service._startUpdates()
     play_into(service, EmperorLoad(cars=40, hz=5, minutes=minutes, flavour="v2x", seed=3).frames())
     service._stopUpdates()

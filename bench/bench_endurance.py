@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Row, add_common_args, finish  # noqa: E402
-from bench.states import EPOCH, carobama_service  # noqa: E402
+from bench.states import EPOCH, carobama_service, time_updates  # noqa: E402
 
 NAME = "bench_endurance"
 HOURS = (1, 6, 12, 24)
@@ -121,16 +121,7 @@ def streamed_race(hz: float) -> Iterator[tuple[float, str]]:
 def play(hz: float, folder: Path, progress=print) -> dict:
     """Play the 24-hour race; memory and cycle medians at each hour of ``HOURS``."""
     service = make_service(folder)
-    cycles: list[float] = []
-    update = service._updateAndPublishRaceState
-    perf = time.perf_counter
-
-    def timed_update() -> None:
-        started = perf()
-        update()
-        cycles.append(perf() - started)
-
-    service._updateAndPublishRaceState = timed_update
+    cycles = time_updates(service)
     service._startUpdates()
     clock, receive = service.clock, service._on_frame
     marks: dict[int, dict] = {}
@@ -144,8 +135,9 @@ def play(hz: float, folder: Path, progress=print) -> dict:
                 drain(service)
                 gc.collect()
                 laps = sum(len(entry.laps) for entry in service.feed.model.entries)
-                marks[next_hour] = {"rss": rss_mb(), "cycle": statistics.median(cycles[hour_start:]) * 1000,
-                                    "laps": laps, "wall": time.monotonic() - wall0}
+                cycle = statistics.median(seconds for _at, seconds in cycles[hour_start:])
+                marks[next_hour] = {"rss": rss_mb(), "cycle": cycle * 1000, "laps": laps,
+                                    "wall": time.monotonic() - wall0}
                 progress(f"  hour {next_hour:2d}: RSS {marks[next_hour]['rss']:.0f} MB, cycle median "
                          f"{marks[next_hour]['cycle']:.2f} ms, {laps:,} laps, {frames:,} frames, "
                          f"{marks[next_hour]['wall']:.0f} s")

@@ -214,7 +214,7 @@ def carobama_service(folder, uuid: str = "bench", database: bool = True):
     return service
 
 
-def play_into(service, frames, on_frame=None) -> None:
+def play_into(service, frames) -> None:
     """Hand ``(t, text)`` frames to an in-process carobama ``service``, its clock following them."""
     clock, receive = service.clock, service._on_frame
     for t, text in frames:
@@ -222,5 +222,22 @@ def play_into(service, frames, on_frame=None) -> None:
         if target > clock.seconds():
             clock.advance(target - clock.seconds())
         receive(text, t)
-        if on_frame is not None:
-            on_frame(t)
+
+
+def time_updates(service) -> list[tuple[float, float]]:
+    """Time every update-and-publish cycle of ``service`` from now on.
+
+    Returns the list it fills: ``(clock seconds, duration in seconds)`` per cycle.
+    """
+    import time
+
+    cycles: list[tuple[float, float]] = []
+    update, perf, clock = service._updateAndPublishRaceState, time.perf_counter, service.clock
+
+    def timed_update() -> None:
+        started = perf()
+        update()
+        cycles.append((clock.seconds(), perf() - started))
+
+    service._updateAndPublishRaceState = timed_update
+    return cycles

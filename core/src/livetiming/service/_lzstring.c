@@ -13,7 +13,6 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct {
     uint16_t *data;
@@ -69,7 +68,7 @@ static size_t slot_of(uint64_t key, size_t mask)
     return (size_t)key & mask;
 }
 
-/* Compress `count` code units read by `unit_at`; the result as a new str, or NULL with an error. */
+/* Compress `count` code units (bytes, or 16-bit units when `wide`); a new str, or NULL with an error. */
 static PyObject *compress_units(const void *units, int wide, Py_ssize_t count)
 {
     if (count == 0)

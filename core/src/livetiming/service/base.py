@@ -415,7 +415,7 @@ class BaseService(AbstractService):
         """The state file's JSON: the text compressed for publishing when it is of this state,
         with the column and track data specs added (``state_store.with_specs``)."""
         try:
-            text = self._compressor.json_of(self.state)
+            text = self._compressor.json_text(self.state)
         except TypeError:  # objects JSON does not know: written as their str()
             text = state_store.json_text(self.state)
         colspec = self._state_colspec

@@ -29,21 +29,20 @@ class StateCompressor:
     """Compresses states, reusing the last payload when the state has not changed.
 
     Services republish unchanged states on every poll; serialising is cheap,
-    compressing is not, so the JSON text is compared first. The JSON of the
-    last state compressed stays available (``json_of``) so the state file can
-    be written without serialising the same state again.
+    compressing is not, so the JSON text is compared first. The JSON of a
+    state is made once (``json_text``): the recorder, the compressor and the
+    state file all take it from there.
     """
 
     def __init__(self) -> None:
         self._last_json: str | None = None
         self._last_payload: str | None = None
-        self._last_state: Any = None
         self._text_state: Any = None
         self._text = ""
 
     def json_text(self, state: Any) -> str:
-        """``state_json(state)``, made once per state object (the recorder and the compressor
-        both need it in the same update)."""
+        """``state_json(state)``, made once per state object (the recorder, the compressor and
+        the state file need it for the same state)."""
         if state is not self._text_state:
             self._text = state_json(state)
             self._text_state = state
@@ -55,14 +54,7 @@ class StateCompressor:
         if text != self._last_json:
             self._last_payload = compress_to_utf16(text)
             self._last_json = text
-        self._last_state = state
         return self._last_payload
-
-    def json_of(self, state: Any) -> str:
-        """``state_json(state)``, taken from the last ``compress`` when it was given this same object."""
-        if state is self._last_state and self._last_json is not None:
-            return self._last_json
-        return state_json(state)
 
 
 def decompress_state(payload: str) -> Any:

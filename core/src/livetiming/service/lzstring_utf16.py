@@ -8,7 +8,8 @@ phrases are integer keys (one integer lookup per input character), each code
 written is a precomputed bit string, and the bits become characters with a
 few whole-integer operations at the end. That makes a 40-car state about 1-4 ms
 (the published Python port: about 13 ms). The same compressor in C (``_lzstring.c``,
-an optional extension built at install) takes about 0.1 ms and is used when present.
+an optional extension built at install) takes about 0.3 ms for a 40-car carobama state
+(17.6 KB; the Python one: 4.4 ms) and is used when present.
 ``tests/unit/test_lzstring_utf16.py`` checks both against the JavaScript library, the PyPI
 port and the previous, simpler implementation (``tests/unit/lzstring_reference.py``).
 """

@@ -1171,7 +1171,7 @@ class EmperorFeed:
         for index in range(count):
             newest = index == count - 1
             lap = Lap(
-                number=len(entry.laps) + 1,
+                number=at + index + 1,
                 time=times[index],
                 driver=driver.name,
                 sectors=sectors if newest else [],
@@ -1182,11 +1182,10 @@ class EmperorFeed:
             )
             entry.laps.insert(at + index, lap)
             self._new_laps.append((car, lap, initial))
-        if at + count < len(entry.laps):  # older laps than some found before in this snapshot
-            for number, lap in enumerate(entry.laps, start=1):
-                lap.number = number
-            times[-1] = entry.laps[-1].time
-        entry.last_lap = times[-1]
+        # Laps found before in this update but completed later move up by ``count``.
+        for number, lap in enumerate(entry.laps[at + count:], start=at + count + 1):
+            lap.number = number
+        entry.last_lap = entry.laps[-1].time
         entry.last_lap_is_new = not initial
         car.out_lap = False
         car.has_run = True
@@ -1201,8 +1200,9 @@ class EmperorFeed:
         left in ``DisconnectedDrivers``): his laps go before his successor's."""
         laps = car.entry.laps
         slot = len(laps)
-        if crossing is None:
-            return slot
+        if crossing is None or not laps or (laps[-1].timestamp is not None
+                                            and laps[-1].timestamp <= crossing):
+            return slot  # the usual case: after every lap the car has
         pending = {id(lap) for pending_car, lap, _initial in self._new_laps if pending_car is car}
         while slot > 0 and id(laps[slot - 1]) in pending and (
                 laps[slot - 1].timestamp is None or laps[slot - 1].timestamp > crossing):
