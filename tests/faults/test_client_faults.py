@@ -78,7 +78,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
     return time.monotonic()
 
 
-@pytest.mark.timeout(600)  # the soak form repeats the fault (minutes)
 def test_clients_that_stop_reading_are_dropped_and_the_others_keep_receiving(
         big_race, service_env, tmp_path, soak, figures):
     laggards = 8 if soak else 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.logger import Logger
@@ -126,20 +125,12 @@ def check_and_report(tally: FuzzTally, examples: int, figures) -> None:
     figures["seconds"] = round(tally.seconds, 1)
 
 
-#: The soak form fuzzes ten times as long (about two minutes a feed on a 2-core machine): past the
-#: suite's 120 s default, whose timeout would fire inside hypothesis's drawing and be reported as
-#: a FlakyStrategyDefinition rather than as a timeout.
-FUZZ_TIMEOUT = pytest.mark.timeout(900)
-
-
-@FUZZ_TIMEOUT
 def test_emperor_feed_survives_hostile_frames(soak, figures):
     examples = EXAMPLES * (10 if soak else 1)
     tally = fuzz_feed("emperor", ["race-v2x", "practice-v1", "session-change-v1", "edge-cases"], examples)
     check_and_report(tally, examples, figures)
 
 
-@FUZZ_TIMEOUT
 def test_bmi_feed_survives_hostile_frames(soak, figures):
     examples = EXAMPLES * (10 if soak else 1)
     tally = fuzz_feed("bmi", ["bmi-sequence", "bmi-hostile", "bmi-laps"], examples)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from livetiming.service.compression import decompress_state
 from tests.faults.secrets_check import assert_secret_absent
 from tests.faults.upstream import wait_for_count
@@ -40,7 +38,6 @@ def requested_state(router_url: str) -> dict:
     return records[-1]["result"]
 
 
-@pytest.mark.timeout(600)  # the soak form repeats the fault (minutes)
 def test_router_restarts_the_service_rejoins_and_republishes_the_current_state(
         fresh_crossbar_router, service_env, soak, figures):
     router = fresh_crossbar_router

@@ -19,8 +19,6 @@ import signal
 import time
 from collections.abc import Callable
 
-import pytest
-
 from tests.faults.secrets_check import assert_secret_absent, with_password
 from tests.faults.upstream import wait_for_count
 from tests.integration.test_emperor_end_to_end import CAPTURES, Replay, truth_of, wait_for_truth
@@ -49,7 +47,6 @@ def stale_drops(service: ServiceProcess) -> list[re.Match]:
     return [found for found in map(STALE_DROP.search, service.stdout + service.stderr) if found]
 
 
-@pytest.mark.timeout(600)  # the soak form repeats the fault (minutes)
 def test_frozen_upstream_is_detected_within_the_staleness_time_and_recovers(service_env, tmp_path, soak,
                                                                            figures):
     replay = Replay(CAPTURES / "race-v2x.jsonl", "--speed", "10")
