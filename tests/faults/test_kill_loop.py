@@ -53,7 +53,7 @@ from tests.support.stores import (
     stored_cars,
     truth_of,
 )
-from tests.support.wsclient import StandaloneClient
+from tests.support.wsclient import StandaloneClient, rows_fit_manifest
 
 UUID = "killloop"
 
@@ -179,13 +179,14 @@ class KillLoop:
                 manifest = message["payload"]
             elif channel == f"livetiming.service.{UUID}":
                 states.append(decompress_state(message["payload"]))
-            if manifest is None or not states:
+            if manifest is None or not states or not rows_fit_manifest(states[-1], manifest):
                 continue
             self.laps_column = column_index(manifest)["Laps"]
             shown = laps_in_state(states[-1], self.laps_column)
             if all(shown.get(car, 0) >= laps for car, laps in before.items()):
                 break
-        first = laps_in_state(states[0], self.laps_column)
+        # The first state whose rows the manifest describes (normally the very first one).
+        first = laps_in_state(next(s for s in states if rows_fit_manifest(s, manifest)), self.laps_column)
         self.first_state_behind += any(first.get(car, 0) < laps for car, laps in before.items())
         self.resume_seconds.append(time.monotonic() - began)
         if self.analysis_saved:

@@ -15,7 +15,7 @@ import pytest
 
 from livetiming.service.compression import decompress_state
 from tests.support.processes import BIN, Process, ServiceProcess
-from tests.support.wsclient import StandaloneClient
+from tests.support.wsclient import StandaloneClient, rows_fit_manifest
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
 REPLAY_LINE = re.compile(r"carobama-replay listening on (ws://127\.0\.0\.1:(\d+)/)")
@@ -99,7 +99,7 @@ def wait_for_truth(client: StandaloneClient, uuid: str, truth: dict, timeout: fl
             manifest = message["payload"]
         elif channel.startswith("livetiming.service."):
             state = decompress_state(message["payload"])
-        if manifest is None or state is None:
+        if manifest is None or state is None or not rows_fit_manifest(state, manifest):
             continue
         last_seen = comparable(shown_rows(state, column_index(manifest)), with_pits)
         if last_seen == comparable(expected, with_pits):

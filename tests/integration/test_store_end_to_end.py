@@ -38,7 +38,7 @@ from tests.support.stores import (
     stored_cars,
     truth_of,
 )
-from tests.support.wsclient import StandaloneClient
+from tests.support.wsclient import StandaloneClient, rows_fit_manifest
 
 STORING = re.compile(r"Storing sessions, laps and raw frames in (\S+)")
 
@@ -285,9 +285,12 @@ class LapWatcher:
             if channel == "livetiming.control":
                 self.manifest = message["payload"]
             elif channel == f"livetiming.service.{self.uuid}" and self.manifest is not None:
+                state = decompress_state(message["payload"])
+                if not rows_fit_manifest(state, self.manifest):
+                    continue
                 columns = [column[0] for column in self.manifest["colSpec"]]
                 index = columns.index("Laps")
-                for car in decompress_state(message["payload"])["cars"]:
+                for car in state["cars"]:
                     cell = car[index]
                     best = max(best, (cell[0] if isinstance(cell, list) else cell) or 0)
         return best

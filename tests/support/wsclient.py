@@ -77,3 +77,15 @@ def raw_handshake(port: int, extra_headers: bytes = b"", path: str = "/anything"
             break
         response += chunk
     return sock, response.split(b"\r\n\r\n")[0]
+
+
+def rows_fit_manifest(state: dict, manifest: dict) -> bool:
+    """Whether every car row of ``state`` has one cell per column of ``manifest``.
+
+    The manifest is published a second after the column spec changes (the framework coalesces
+    manifest publishes), and a new manifest can arrive before the next state, so for a moment a
+    client can hold rows of the old spec with columns of the new one, or the other way round.
+    Readers that index rows by column title skip such pairs instead of reading the wrong cells.
+    """
+    width = len(manifest["colSpec"])
+    return all(len(row) == width for row in state.get("cars", []))
